@@ -1,0 +1,155 @@
+//! The local stand-in for DynamoDB: an embedded dynoxide holding the table
+//! that `infra/template.yaml` defines (the template is the single source of
+//! truth for keys, indexes and TTL), plus a demo-token minter.
+//!
+//! Used by the `local-stack` binary and by the tests.
+
+use std::path::{Path, PathBuf};
+
+use dynoxide::Database;
+use serde_json::{Value, json};
+
+/// The logical id of the table resource in the template.
+pub const TABLE_RESOURCE: &str = "MetricsTable";
+
+/// Where the workspace root is (this crate lives in `infra/local-stack`).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap_or_else(|_| PathBuf::from("."))
+}
+
+pub fn template_path() -> PathBuf {
+    workspace_root().join("infra/template.yaml")
+}
+
+/// What creating the table locally takes: the CreateTable request and the TTL attribute.
+#[derive(Debug, Clone)]
+pub struct TableDefinition {
+    pub create_table: Value,
+    pub ttl_attribute: Option<String>,
+}
+
+/// Reads the table's definition from the SAM template.
+pub fn table_definition(template: &Path, table_name: &str) -> Result<TableDefinition, String> {
+    let text = std::fs::read_to_string(template)
+        .map_err(|e| format!("cannot read {}: {e}", template.display()))?;
+    let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text)
+        .map_err(|e| format!("{} is not YAML: {e}", template.display()))?;
+    let props = doc
+        .get("Resources")
+        .and_then(|r| r.get(TABLE_RESOURCE))
+        .and_then(|t| t.get("Properties"))
+        .ok_or_else(|| {
+            format!(
+                "{} has no Resources.{TABLE_RESOURCE}.Properties",
+                template.display()
+            )
+        })?;
+    let plain = |key: &str| -> Result<Option<Value>, String> {
+        props
+            .get(key)
+            .map(|v| serde_json::to_value(v).map_err(|e| format!("{TABLE_RESOURCE}.{key}: {e}")))
+            .transpose()
+    };
+    let mut create = json!({"TableName": table_name});
+    for key in [
+        "AttributeDefinitions",
+        "KeySchema",
+        "GlobalSecondaryIndexes",
+        "BillingMode",
+    ] {
+        if let Some(v) = plain(key)? {
+            create[key] = v;
+        }
+    }
+    let ttl_attribute = plain("TimeToLiveSpecification")?
+        .filter(|t| t["Enabled"].as_bool().unwrap_or(false))
+        .and_then(|t| t["AttributeName"].as_str().map(str::to_string));
+    Ok(TableDefinition {
+        create_table: create,
+        ttl_attribute,
+    })
+}
+
+/// Creates the table (and its TTL) unless it exists already.
+pub fn ensure_table(db: &Database, definition: &TableDefinition) -> Result<bool, String> {
+    let name = definition.create_table["TableName"]
+        .as_str()
+        .unwrap_or_default();
+    let existing = db
+        .list_tables(serde_json::from_value(json!({})).map_err(|e| e.to_string())?)
+        .map_err(|e| format!("listing tables: {e}"))?;
+    if existing.table_names.iter().any(|t| t == name) {
+        return Ok(false);
+    }
+    let request = serde_json::from_value(definition.create_table.clone())
+        .map_err(|e| format!("the template's table is not a valid CreateTable request: {e}"))?;
+    db.create_table(request)
+        .map_err(|e| format!("creating table {name}: {e}"))?;
+    if let Some(attribute) = &definition.ttl_attribute {
+        let request = serde_json::from_value(json!({
+            "TableName": name,
+            "TimeToLiveSpecification": {"AttributeName": attribute, "Enabled": true}
+        }))
+        .map_err(|e| e.to_string())?;
+        db.update_time_to_live(request)
+            .map_err(|e| format!("enabling TTL on {name}: {e}"))?;
+    }
+    Ok(true)
+}
+
+/// An in-memory database holding the template's table (for tests).
+pub fn memory_database(table_name: &str) -> Result<Database, String> {
+    let db = Database::memory().map_err(|e| e.to_string())?;
+    ensure_table(&db, &table_definition(&template_path(), table_name)?)?;
+    Ok(db)
+}
+
+/// A file-backed database under `data_dir` holding the template's table.
+pub fn file_database(data_dir: &Path, table_name: &str) -> Result<Database, String> {
+    std::fs::create_dir_all(data_dir)
+        .map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
+    let path = data_dir.join("dynamodb.sqlite");
+    let db = Database::new(&path.to_string_lossy())
+        .map_err(|e| format!("opening {}: {e}", path.display()))?;
+    let created = ensure_table(&db, &table_definition(&template_path(), table_name)?)?;
+    if created {
+        eprintln!("created table {table_name} in {}", path.display());
+    }
+    Ok(db)
+}
+
+/// Serves the DynamoDB API for `db` on `listener` in the background.
+pub fn spawn_server(
+    listener: tokio::net::TcpListener,
+    db: Database,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(dynoxide::server::serve_on(listener, db))
+}
+
+/// Claims of the demo token the local stack prints.
+#[derive(serde::Serialize)]
+struct DemoClaims<'a> {
+    sub: &'a str,
+    tier: &'a str,
+    exp: i64,
+    iat: i64,
+}
+
+/// An HS256 user token (all scopes) for `sub`, valid for `days`.
+pub fn demo_token(secret: &str, sub: &str, tier: &str, days: i64) -> Result<String, String> {
+    let now = chrono::Utc::now().timestamp();
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &DemoClaims {
+            sub,
+            tier,
+            exp: now + days * 86_400,
+            iat: now,
+        },
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .map_err(|e| e.to_string())
+}

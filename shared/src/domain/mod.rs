@@ -1,0 +1,85 @@
+//! Pure domain logic: events, validation, rollups, sketches, uptime.
+
+pub mod event;
+pub mod rollup;
+pub mod sketch;
+
+use chrono::NaiveDate;
+
+use crate::error::ApiError;
+
+pub const MAX_PROXY_ID_CHARS: usize = 128;
+pub const MAX_PROXY_NAME_CHARS: usize = 256;
+
+/// `proxyId`: 1–128 characters of `[A-Za-z0-9._-]`. Checked before an id
+/// reaches any storage key.
+pub fn validate_proxy_id(id: &str) -> Result<(), ApiError> {
+    let ok = !id.is_empty()
+        && id.len() <= MAX_PROXY_ID_CHARS
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(format!(
+            "proxyId must be 1-{MAX_PROXY_ID_CHARS} characters of A-Z a-z 0-9 . _ -."
+        )))
+    }
+}
+
+/// A strict `YYYY-MM-DD` UTC day (`2024-02-30` is refused).
+pub fn parse_day(field: &str, value: &str) -> Result<NaiveDate, ApiError> {
+    let shaped = value.len() == 10
+        && value.bytes().enumerate().all(|(i, b)| {
+            if i == 4 || i == 7 {
+                b == b'-'
+            } else {
+                b.is_ascii_digit()
+            }
+        });
+    shaped
+        .then(|| NaiveDate::parse_from_str(value, "%Y-%m-%d").ok())
+        .flatten()
+        .ok_or_else(|| {
+            ApiError::invalid(format!(
+                "{field} '{value}' is not a valid date in YYYY-MM-DD form."
+            ))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proxy_ids() {
+        assert!(validate_proxy_id("edge-eu-1").is_ok());
+        assert!(validate_proxy_id("a.b_c-D9").is_ok());
+        assert!(validate_proxy_id(&"x".repeat(128)).is_ok());
+        assert!(validate_proxy_id(&"x".repeat(129)).is_err());
+        assert!(validate_proxy_id("").is_err());
+        assert!(validate_proxy_id("a#b").is_err());
+        assert!(validate_proxy_id("a/b").is_err());
+        assert!(validate_proxy_id("é").is_err());
+    }
+
+    #[test]
+    fn days_are_strict() {
+        assert_eq!(
+            parse_day("date", "2024-01-15").unwrap(),
+            NaiveDate::from_ymd_opt(2024, 1, 15).unwrap()
+        );
+        for bad in [
+            "2024-02-30",
+            "2024-1-15",
+            "20240115",
+            "2024-01-15T00:00:00Z",
+            "",
+            "yesterday",
+        ] {
+            assert!(parse_day("date", bad).is_err(), "{bad}");
+        }
+        assert!(parse_day("date", "2024-02-29").is_ok());
+    }
+}

@@ -1,0 +1,169 @@
+//! What every HTTP handler shares: the app's dependencies, authentication,
+//! path and body extraction, ownership, and the success envelope.
+
+use chrono::{SecondsFormat, Utc};
+use lambda_http::{Body, Request, RequestExt, Response, http::StatusCode};
+use serde_json::Value;
+
+use crate::auth::{Authenticator, Caller};
+use crate::config::{Config, ConfigError};
+use crate::domain::validate_proxy_id;
+use crate::error::ApiError;
+use crate::storage::{Proxy, Store};
+
+/// The largest request body accepted (the contract's 1 MiB).
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// Everything a handler needs, built once per container.
+pub struct App {
+    pub store: Store,
+    pub auth: Authenticator,
+}
+
+impl App {
+    pub fn new(config: &Config, client: aws_sdk_dynamodb::Client) -> Self {
+        Self {
+            store: Store::new(client, &config.table_name),
+            auth: Authenticator::new(&config.auth),
+        }
+    }
+
+    /// Reads and validates the environment, builds the SDK client.
+    pub async fn from_env() -> Result<Self, ConfigError> {
+        let config = Config::from_env()?;
+        let client = config.dynamodb_client().await;
+        Ok(Self::new(&config, client))
+    }
+}
+
+/// Runs a handler body and turns its error into the contract's error response.
+pub async fn respond<F>(request: &Request, handler: F) -> Response<Body>
+where
+    F: std::future::Future<Output = Result<Response<Body>, ApiError>>,
+{
+    match handler.await {
+        Ok(response) => response,
+        Err(error) => error.into_response(request_id(request).as_deref()),
+    }
+}
+
+pub fn request_id(request: &Request) -> Option<String> {
+    request
+        .lambda_context_ref()
+        .map(|c| c.request_id.clone())
+        .filter(|id| !id.is_empty())
+        .or_else(|| {
+            request.request_context_ref().and_then(|c| match c {
+                lambda_http::request::RequestContext::ApiGatewayV2(v2) => v2.request_id.clone(),
+                _ => None,
+            })
+        })
+}
+
+pub fn authenticate(app: &App, request: &Request) -> Result<Caller, ApiError> {
+    let header = request
+        .headers()
+        .get("authorization")
+        .map(|v| {
+            v.to_str()
+                .map_err(|_| ApiError::Unauthorized("Malformed Authorization header.".into()))
+        })
+        .transpose()?;
+    app.auth.authenticate(header)
+}
+
+pub fn path_param(request: &Request, name: &str) -> Result<String, ApiError> {
+    request
+        .path_parameters_ref()
+        .and_then(|p| p.first(name))
+        .map(str::to_string)
+        .ok_or_else(|| ApiError::invalid(format!("The path parameter '{name}' is missing.")))
+}
+
+pub fn query_param(request: &Request, name: &str) -> Option<String> {
+    request
+        .query_string_parameters_ref()
+        .and_then(|q| q.first(name))
+        .map(str::to_string)
+}
+
+pub fn header(request: &Request, name: &str) -> Result<Option<String>, ApiError> {
+    request
+        .headers()
+        .get(name)
+        .map(|v| {
+            v.to_str()
+                .map(str::to_string)
+                .map_err(|_| ApiError::invalid(format!("The {name} header is not valid text.")))
+        })
+        .transpose()
+}
+
+/// The JSON body, within the size limit and declared as JSON (if declared at all).
+pub fn json_body(request: &Request) -> Result<&[u8], ApiError> {
+    if let Some(ct) = header(request, "content-type")? {
+        let media = ct
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        if media != "application/json" && !media.ends_with("+json") {
+            return Err(ApiError::invalid(format!(
+                "Content-Type must be application/json, not '{media}'."
+            )));
+        }
+    }
+    let bytes: &[u8] = match request.body() {
+        Body::Empty => &[],
+        Body::Text(t) => t.as_bytes(),
+        Body::Binary(b) => b,
+        _ => &[],
+    };
+    if bytes.len() > MAX_BODY_BYTES {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "The body is {} bytes; at most {MAX_BODY_BYTES} (1 MiB) are accepted.",
+            bytes.len()
+        )));
+    }
+    if bytes.is_empty() {
+        return Err(ApiError::invalid(
+            "The request body is empty; a JSON object is expected.",
+        ));
+    }
+    Ok(bytes)
+}
+
+/// The proxy named in the path, if the caller may act on it. An unknown proxy
+/// and another user's proxy get the same 404, after the same single read.
+pub async fn owned_proxy(app: &App, caller: &Caller, proxy_id: &str) -> Result<Proxy, ApiError> {
+    validate_proxy_id(proxy_id)?;
+    caller.require_proxy(proxy_id)?;
+    match app.store.get_proxy(proxy_id).await? {
+        Some(proxy) if proxy.owner_id == caller.user_id => Ok(proxy),
+        _ => Err(ApiError::NotFound(format!(
+            "No proxy '{proxy_id}' was found."
+        ))),
+    }
+}
+
+pub fn now_rfc3339() -> String {
+    Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// A success response: `body` plus the contract's `timestamp` and `tier`.
+pub fn success(
+    status: StatusCode,
+    caller: &Caller,
+    mut body: Value,
+) -> Result<Response<Body>, ApiError> {
+    if let Value::Object(map) = &mut body {
+        map.insert("timestamp".into(), Value::String(now_rfc3339()));
+        map.insert("tier".into(), Value::String(caller.tier.as_str().into()));
+    }
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Body::Text(body.to_string()))
+        .map_err(|e| ApiError::Internal(format!("building response: {e}")))
+}

@@ -1,0 +1,13 @@
+//! The library every proxy-metrics Lambda shares: domain logic (pure),
+//! storage (every DynamoDB key and transaction), authentication, and the
+//! HTTP handlers the functions' `main.rs` files hand requests to.
+
+pub mod auth;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod handlers;
+pub mod http;
+pub mod storage;
+
+pub use http::App;

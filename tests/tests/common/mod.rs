@@ -1,0 +1,240 @@
+//! Test harness: dynoxide embedded on an ephemeral port holding the table of
+//! `infra/template.yaml`, the real `aws-sdk-dynamodb` client pointed at it, and
+//! API Gateway v2-shaped requests for the handlers.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
+use lambda_http::{Body, Request, Response};
+use proxy_metrics::App;
+use proxy_metrics::config::Config;
+use serde_json::{Value, json};
+
+pub const SECRET: &str = "test-secret-0123456789abcdef";
+pub const TABLE: &str = "proxy-metrics-test";
+
+pub struct Harness {
+    pub app: App,
+    pub client: aws_sdk_dynamodb::Client,
+    pub endpoint: String,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+pub fn config(endpoint: &str, extra: &[(&str, &str)]) -> Config {
+    let mut vars: HashMap<String, String> = HashMap::from([
+        ("TABLE_NAME".into(), TABLE.into()),
+        ("JWT_SECRET".into(), SECRET.into()),
+        ("DYNAMODB_ENDPOINT".into(), endpoint.into()),
+    ]);
+    for (k, v) in extra {
+        vars.insert(k.to_string(), v.to_string());
+    }
+    Config::from_map(&vars).expect("test config")
+}
+
+pub fn sdk_client(endpoint: &str) -> aws_sdk_dynamodb::Client {
+    let conf = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("test", "test", None, None, "test"))
+        .endpoint_url(endpoint)
+        .build();
+    aws_sdk_dynamodb::Client::from_conf(conf)
+}
+
+impl Harness {
+    pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    pub async fn start_with(extra: &[(&str, &str)]) -> Self {
+        let db = local_stack::memory_database(TABLE).expect("table from template");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let server = local_stack::spawn_server(listener, db);
+        let client = sdk_client(&endpoint);
+        let app = App::new(&config(&endpoint, extra), client.clone());
+        Self {
+            app,
+            client,
+            endpoint,
+            server,
+        }
+    }
+}
+
+/// An HS256 token for `sub` with extra claims merged in (`exp` defaults to +1 h).
+pub fn token(sub: &str, extra: Value) -> String {
+    let now = chrono::Utc::now().timestamp();
+    let mut claims = json!({"sub": sub, "exp": now + 3600, "iat": now});
+    if let (Value::Object(c), Value::Object(e)) = (&mut claims, extra) {
+        c.extend(e);
+    }
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+pub fn user_token(sub: &str) -> String {
+    token(sub, json!({"tier": "pro"}))
+}
+
+/// Builds the request API Gateway (HTTP API, payload v2) hands a Lambda.
+pub struct Req {
+    method: &'static str,
+    route: &'static str,
+    path: String,
+    path_params: Value,
+    query: Value,
+    headers: Value,
+    body: Option<String>,
+}
+
+impl Req {
+    pub fn new(method: &'static str, route: &'static str) -> Self {
+        Self {
+            method,
+            route,
+            path: route.to_string(),
+            path_params: json!({}),
+            query: json!({}),
+            headers: json!({"host": "api.example.com"}),
+            body: None,
+        }
+    }
+
+    pub fn param(mut self, name: &str, value: &str) -> Self {
+        self.path_params[name] = json!(value);
+        self.path = self.path.replace(&format!("{{{name}}}"), value);
+        self
+    }
+
+    pub fn query(mut self, name: &str, value: &str) -> Self {
+        self.query[name] = json!(value);
+        self
+    }
+
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers[name.to_ascii_lowercase()] = json!(value);
+        self
+    }
+
+    pub fn bearer(self, token: &str) -> Self {
+        self.header("authorization", &format!("Bearer {token}"))
+    }
+
+    pub fn json(self, body: Value) -> Self {
+        self.raw(&body.to_string())
+    }
+
+    pub fn raw(mut self, body: &str) -> Self {
+        self.body = Some(body.to_string());
+        self.header("content-type", "application/json")
+    }
+
+    pub fn build(self) -> Request {
+        let query_string = self
+            .query
+            .as_object()
+            .map(|q| {
+                q.iter()
+                    .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                    .collect::<Vec<_>>()
+                    .join("&")
+            })
+            .unwrap_or_default();
+        let event = json!({
+            "version": "2.0",
+            "routeKey": format!("{} {}", self.method, self.route),
+            "rawPath": self.path,
+            "rawQueryString": query_string,
+            "headers": self.headers,
+            "queryStringParameters": if query_string.is_empty() { Value::Null } else { self.query.clone() },
+            "pathParameters": self.path_params,
+            "requestContext": {
+                "accountId": "123456789012", "apiId": "api", "domainName": "api.example.com",
+                "domainPrefix": "api",
+                "http": {"method": self.method, "path": self.path, "protocol": "HTTP/1.1",
+                         "sourceIp": "127.0.0.1", "userAgent": "test"},
+                "requestId": "test-request-id", "routeKey": format!("{} {}", self.method, self.route),
+                "stage": "$default", "time": "15/Jan/2024:10:04:05 +0000", "timeEpoch": 1705313045000i64
+            },
+            "body": self.body,
+            "isBase64Encoded": false
+        });
+        lambda_http::request::from_str(&event.to_string()).expect("API Gateway v2 event")
+    }
+}
+
+/// Status and parsed JSON body of a handler response.
+pub fn parts(response: Response<Body>) -> (u16, Value, HashMap<String, String>) {
+    let status = response.status().as_u16();
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_string()))
+        .collect();
+    let body = match response.body() {
+        Body::Text(t) => serde_json::from_str(t).expect("JSON body"),
+        Body::Binary(b) => serde_json::from_slice(b).expect("JSON body"),
+        _ => Value::Null,
+    };
+    (status, body, headers)
+}
+
+/// Asserts the contract's error body.
+pub fn assert_error(status: u16, body: &Value, expected_status: u16, kind: &str) {
+    assert_eq!(status, expected_status, "body: {body}");
+    assert_eq!(body["error"], kind, "body: {body}");
+    assert_eq!(body["code"], format!("PROXY_METRICS_{expected_status}"));
+    assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()));
+}
+
+impl Harness {
+    pub async fn register(&self, token: &str, proxy_id: &str) -> (u16, Value) {
+        let req = Req::new("POST", "/proxies")
+            .bearer(token)
+            .json(json!({"proxyId": proxy_id, "name": format!("{proxy_id} name")}))
+            .build();
+        let (s, b, _) = parts(proxy_metrics::handlers::register_proxy(&self.app, req).await);
+        (s, b)
+    }
+
+    pub async fn record(&self, token: &str, proxy_id: &str, body: Value) -> (u16, Value) {
+        let req = Req::new("POST", "/proxy/metrics/{proxyId}/record")
+            .param("proxyId", proxy_id)
+            .bearer(token)
+            .json(body)
+            .build();
+        let (s, b, _) = parts(proxy_metrics::handlers::record_metrics(&self.app, req).await);
+        (s, b)
+    }
+
+    pub async fn daily(&self, token: &str, proxy_id: &str, date: &str) -> (u16, Value) {
+        let req = Req::new("GET", "/proxy/metrics/{proxyId}/daily/{date}")
+            .param("proxyId", proxy_id)
+            .param("date", date)
+            .bearer(token)
+            .build();
+        let (s, b, _) = parts(proxy_metrics::handlers::get_daily_metrics(&self.app, req).await);
+        (s, b)
+    }
+}
+
+pub fn today() -> String {
+    chrono::Utc::now().format("%Y-%m-%d").to_string()
+}
+
+pub fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
