@@ -1,0 +1,122 @@
+//! End-to-end over HTTP against the running local stack (`scripts/test`
+//! starts it and sets `E2E_API_URL`; `E2E_JWT_SECRET` if not the default).
+
+mod common;
+
+use serde_json::{Value, json};
+
+fn api() -> String {
+    std::env::var("E2E_API_URL")
+        .expect("E2E_API_URL must point at the local stack (scripts/test sets it)")
+}
+
+fn bearer(sub: &str) -> String {
+    let secret =
+        std::env::var("E2E_JWT_SECRET").unwrap_or_else(|_| "local-dev-secret-change-me".into());
+    let now = chrono::Utc::now().timestamp();
+    let claims = json!({"sub": sub, "exp": now + 600, "tier": "pro"});
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap();
+    format!("Bearer {token}")
+}
+
+async fn call(
+    method: reqwest::Method,
+    path: &str,
+    auth: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let client = reqwest::Client::new();
+    let mut req = client.request(method, format!("{}{path}", api()));
+    if let Some(a) = auth {
+        req = req.header("authorization", a);
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.expect("local stack reachable");
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap_or_default();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack; scripts/test runs it"]
+async fn register_record_read_over_http() {
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let proxy = format!("e2e-{}", &run[..12]);
+    let owner = bearer(&format!("owner-{run}"));
+    let other = bearer(&format!("other-{run}"));
+
+    let (s, b) = call(
+        reqwest::Method::POST,
+        "/proxies",
+        Some(&owner),
+        Some(json!({"proxyId": proxy, "name": "E2E"})),
+    )
+    .await;
+    assert_eq!(s, 201, "{b}");
+
+    let (s, b) = call(
+        reqwest::Method::POST,
+        &format!("/proxy/metrics/{proxy}/record"),
+        Some(&owner),
+        Some(
+            json!({"eventType": "request", "eventId": format!("ev-{run}"),
+                    "metrics": {"requestCount": 10, "successCount": 9, "errorCount": 1,
+                                "totalLatencyMs": 250, "dataTransferredBytes": 1000}}),
+        ),
+    )
+    .await;
+    assert_eq!(s, 201, "{b}");
+    assert_eq!(b["recorded"], 1);
+
+    // the same event again is a duplicate, not a second count
+    let (s, b) = call(
+        reqwest::Method::POST,
+        &format!("/proxy/metrics/{proxy}/record"),
+        Some(&owner),
+        Some(
+            json!({"eventType": "request", "eventId": format!("ev-{run}"),
+                    "metrics": {"requestCount": 999}}),
+        ),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["duplicates"], 1);
+
+    let today = common::today();
+    let (s, b) = call(
+        reqwest::Method::GET,
+        &format!("/proxy/metrics/{proxy}/daily/{today}"),
+        Some(&owner),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["metrics"]["requestCount"], 10);
+    assert_eq!(b["metrics"]["successCount"], 9);
+    assert_eq!(b["metrics"]["averageLatencyMs"], 25.0);
+    assert_eq!(b["metrics"]["dataTransferredBytes"], 1000);
+
+    let (s, b) = call(
+        reqwest::Method::GET,
+        &format!("/proxy/metrics/{proxy}/daily/{today}"),
+        Some(&other),
+        None,
+    )
+    .await;
+    assert_eq!(s, 404, "{b}");
+    assert_eq!(b["error"], "NOT_FOUND");
+
+    let (s, b) = call(reqwest::Method::GET, "/proxies", None, None).await;
+    assert_eq!(s, 401, "{b}");
+    assert_eq!(b["code"], "PROXY_METRICS_401");
+}
