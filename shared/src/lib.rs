@@ -2,6 +2,7 @@
 //! storage (every DynamoDB key and transaction), authentication, and the
 //! HTTP handlers the functions' `main.rs` files hand requests to.
 
+pub mod aggregate;
 pub mod auth;
 pub mod config;
 pub mod domain;

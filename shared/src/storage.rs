@@ -33,9 +33,12 @@ use rand::Rng;
 
 use crate::auth::Tier;
 use crate::domain::event::Event;
+use crate::domain::rollup::Rollup;
 use crate::error::ApiError;
 
 pub const PENDING_SHARDS: u32 = 16;
+/// The sparse, keys-only index of days awaiting aggregation.
+const PENDING_INDEX: &str = "pending";
 /// DynamoDB's limit on actions in one TransactWriteItems.
 const MAX_TRANSACT_ACTIONS: usize = 100;
 /// Packed bytes per event-chunk item (DynamoDB's item limit is 400 KB).
@@ -136,6 +139,16 @@ fn get_s<'a>(item: &'a HashMap<String, AttributeValue>, name: &str) -> Option<&'
     item.get(name)
         .and_then(|v| v.as_s().ok())
         .map(String::as_str)
+}
+
+fn get_n(item: &HashMap<String, AttributeValue>, name: &str) -> Option<u64> {
+    item.get(name)
+        .and_then(|v| v.as_n().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+fn parse_day_key(key: &str) -> Option<NaiveDate> {
+    NaiveDate::parse_from_str(key, "%Y-%m-%d").ok()
 }
 
 fn get_blob<'a>(item: &'a HashMap<String, AttributeValue>, name: &str) -> Option<&'a [u8]> {
@@ -531,32 +544,272 @@ impl Store {
     /// Every event of one proxy's day, read strongly consistently.
     pub async fn day_events(&self, proxy_id: &str, day: NaiveDate) -> Result<Vec<Event>, ApiError> {
         let mut events = Vec::new();
+        for item in self
+            .query_all(events_pk(proxy_id, day), None, "read day events")
+            .await?
+        {
+            let body = get_blob(&item, "body")
+                .ok_or_else(|| ApiError::Internal("event chunk without body".into()))?;
+            events.extend(decode_body::<Vec<Event>>(body)?);
+        }
+        Ok(events)
+    }
+
+    // ---------------------------------------------------------------- days
+
+    /// The write version of each day of `[start, end]` that has ever had events.
+    pub async fn day_versions(
+        &self,
+        proxy_id: &str,
+        start: NaiveDate,
+        end: NaiveDate,
+    ) -> Result<BTreeMap<NaiveDate, u64>, ApiError> {
+        let items = self
+            .query_all(
+                format!("DAYS#{proxy_id}"),
+                Some((day_key(start), day_key(end))),
+                "read day heads",
+            )
+            .await?;
+        Ok(items
+            .iter()
+            .filter_map(|item| Some((parse_day_key(get_s(item, "sk")?)?, get_n(item, "version")?)))
+            .collect())
+    }
+
+    /// The most recent day that has events, if any.
+    pub async fn latest_day(&self, proxy_id: &str) -> Result<Option<NaiveDate>, ApiError> {
+        let page = with_retries(|| async {
+            self.client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", s(format!("DAYS#{proxy_id}")))
+                .scan_index_forward(false)
+                .limit(1)
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(|e| classify("read latest day", e))
+        })
+        .await?;
+        Ok(page
+            .items()
+            .first()
+            .and_then(|item| parse_day_key(get_s(item, "sk")?)))
+    }
+
+    /// Materialised rollups of `[start, end]` with the head version each reflects.
+    pub async fn stored_rollups(
+        &self,
+        proxy_id: &str,
+        start: NaiveDate,
+        end: NaiveDate,
+    ) -> Result<BTreeMap<NaiveDate, (u64, Rollup)>, ApiError> {
+        let items = self
+            .query_all(
+                format!("ROLLUP#{proxy_id}"),
+                Some((day_key(start), day_key(end))),
+                "read rollups",
+            )
+            .await?;
+        let mut out = BTreeMap::new();
+        for item in &items {
+            let (Some(day), Some(version), Some(body)) = (
+                get_s(item, "sk").and_then(parse_day_key),
+                get_n(item, "version"),
+                get_blob(item, "body"),
+            ) else {
+                continue;
+            };
+            out.insert(day, (version, decode_body::<Rollup>(body)?));
+        }
+        Ok(out)
+    }
+
+    /// Every day of `[start, end]` that has events, reflecting every event
+    /// recorded before the call: the materialised rollup where it is current,
+    /// otherwise folded from the raw events (read-your-writes).
+    pub async fn read_days(
+        &self,
+        proxy_id: &str,
+        start: NaiveDate,
+        end: NaiveDate,
+    ) -> Result<BTreeMap<NaiveDate, Rollup>, ApiError> {
+        // Heads first: a rollup read afterwards can only be as new or newer.
+        let heads = self.day_versions(proxy_id, start, end).await?;
+        if heads.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let mut rollups = self.stored_rollups(proxy_id, start, end).await?;
+        let mut out = BTreeMap::new();
+        let mut stale = Vec::new();
+        for (day, version) in heads {
+            match rollups.remove(&day) {
+                Some((materialised, rollup)) if materialised == version => {
+                    out.insert(day, rollup);
+                }
+                _ => stale.push(day),
+            }
+        }
+        for day in stale {
+            let events = self.day_events(proxy_id, day).await?;
+            out.insert(day, Rollup::of_events(day, &events));
+        }
+        Ok(out)
+    }
+
+    // ---------------------------------------------------------------- aggregation
+
+    /// (proxy, day) pairs awaiting materialisation in one pending shard.
+    /// Reads the keys-only `pending` index: cheap, and empty when idle.
+    pub async fn pending_days(&self, shard: u32) -> Result<Vec<(String, NaiveDate)>, ApiError> {
+        let mut out = Vec::new();
         let mut start: Option<HashMap<String, AttributeValue>> = None;
         loop {
             let page = with_retries(|| async {
                 self.client
                     .query()
                     .table_name(&self.table)
-                    .key_condition_expression("pk = :pk")
-                    .expression_attribute_values(":pk", s(events_pk(proxy_id, day)))
+                    .index_name(PENDING_INDEX)
+                    .key_condition_expression("gsi1pk = :shard")
+                    .expression_attribute_values(":shard", s(format!("PENDING#{shard}")))
                     .set_exclusive_start_key(start.clone())
-                    .consistent_read(true)
                     .send()
                     .await
-                    .map_err(|e| classify("read day events", e))
+                    .map_err(|e| classify("read pending days", e))
             })
             .await?;
             for item in page.items() {
-                let body = get_blob(item, "body")
-                    .ok_or_else(|| ApiError::Internal("event chunk without body".into()))?;
-                events.extend(decode_body::<Vec<Event>>(body)?);
+                if let Some((proxy, day)) = get_s(item, "gsi1sk").and_then(|k| k.rsplit_once('#'))
+                    && let Some(day) = parse_day_key(day)
+                {
+                    out.push((proxy.to_string(), day));
+                }
             }
             match page.last_evaluated_key {
                 Some(key) if !key.is_empty() => start = Some(key),
                 _ => break,
             }
         }
-        Ok(events)
+        Ok(out)
+    }
+
+    /// The current write version of one day (strongly consistent).
+    pub async fn day_version(
+        &self,
+        proxy_id: &str,
+        day: NaiveDate,
+    ) -> Result<Option<u64>, ApiError> {
+        let output = with_retries(|| async {
+            self.client
+                .get_item()
+                .table_name(&self.table)
+                .key("pk", s(format!("DAYS#{proxy_id}")))
+                .key("sk", s(day_key(day)))
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(|e| classify("read day head", e))
+        })
+        .await?;
+        Ok(output.item.as_ref().and_then(|i| get_n(i, "version")))
+    }
+
+    /// Writes the rollup of `day` as of head `version` and clears the day's
+    /// pending mark, in one transaction that holds only if the head is still
+    /// at `version` (no event arrived since it was read). `Ok(false)` means a
+    /// newer event won the race: the day stays pending for the next run.
+    pub async fn materialise_day(
+        &self,
+        proxy_id: &str,
+        day: NaiveDate,
+        version: u64,
+        rollup: &Rollup,
+    ) -> Result<bool, ApiError> {
+        let body = encode_body(rollup)?;
+        let put = Put::builder()
+            .table_name(&self.table)
+            .item("pk", s(format!("ROLLUP#{proxy_id}")))
+            .item("sk", s(day_key(day)))
+            .item("version", n(version))
+            .item("events", n(rollup.event_count))
+            .item("body", AttributeValue::B(Blob::new(body)))
+            .build()
+            .map_err(|e| ApiError::Internal(format!("building rollup put: {e}")))?;
+        let clear = Update::builder()
+            .table_name(&self.table)
+            .key("pk", s(format!("DAYS#{proxy_id}")))
+            .key("sk", s(day_key(day)))
+            .update_expression("REMOVE gsi1pk, gsi1sk")
+            .condition_expression("#version = :version")
+            .expression_attribute_names("#version", "version")
+            .expression_attribute_values(":version", n(version))
+            .build()
+            .map_err(|e| ApiError::Internal(format!("building head update: {e}")))?;
+        let actions = vec![
+            TransactWriteItem::builder().put(put).build(),
+            TransactWriteItem::builder().update(clear).build(),
+        ];
+        with_retries(|| async {
+            match self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(actions.clone()))
+                .send()
+                .await
+            {
+                Ok(_) => Ok(true),
+                Err(err) => match cancellation_codes(&err) {
+                    Some(codes) if codes.get(1).is_some_and(|c| c == "ConditionalCheckFailed") => {
+                        Ok(false)
+                    }
+                    Some(codes) => Err(Failure::Retryable(format!(
+                        "materialise cancelled: {codes:?}"
+                    ))),
+                    None => Err(classify("materialise day", err)),
+                },
+            }
+        })
+        .await
+    }
+
+    /// All items of one partition (optionally an inclusive sort-key range), strongly consistent.
+    async fn query_all(
+        &self,
+        pk: String,
+        between: Option<(String, String)>,
+        operation: &str,
+    ) -> Result<Vec<HashMap<String, AttributeValue>>, ApiError> {
+        let mut items = Vec::new();
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        loop {
+            let page = with_retries(|| async {
+                let mut query = self
+                    .client
+                    .query()
+                    .table_name(&self.table)
+                    .expression_attribute_values(":pk", s(pk.clone()))
+                    .set_exclusive_start_key(start.clone())
+                    .consistent_read(true);
+                query = match &between {
+                    Some((from, to)) => query
+                        .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
+                        .expression_attribute_values(":from", s(from.clone()))
+                        .expression_attribute_values(":to", s(to.clone())),
+                    None => query.key_condition_expression("pk = :pk"),
+                };
+                query.send().await.map_err(|e| classify(operation, e))
+            })
+            .await?;
+            let last = page.last_evaluated_key;
+            items.extend(page.items.unwrap_or_default());
+            match last {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => break,
+            }
+        }
+        Ok(items)
     }
 }
 

@@ -6,5 +6,5 @@ mod read;
 mod record;
 
 pub use proxies::{list_proxies, register_proxy};
-pub use read::get_daily_metrics;
+pub use read::{get_aggregation, get_daily_metrics, get_daily_range, get_summary};
 pub use record::record_metrics;

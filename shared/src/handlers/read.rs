@@ -1,27 +1,194 @@
-use chrono::Utc;
+use chrono::{DateTime, Duration, NaiveDate, SecondsFormat, Utc};
 use lambda_http::{Body, Request, Response, http::StatusCode};
-use serde_json::json;
+use serde_json::{Value, json};
 
-use crate::auth::Scope;
+use crate::auth::{Caller, Scope};
 use crate::domain::parse_day;
-use crate::domain::rollup::Rollup;
-use crate::http::{App, authenticate, owned_proxy, path_param, respond, success};
+use crate::domain::rollup::{aggregation_json, days_inclusive, window_json};
+use crate::error::ApiError;
+use crate::http::{App, authenticate, owned_proxy, path_param, query_param, respond, success};
+use crate::storage::Proxy;
+
+/// Authenticates a metrics read and resolves the proxy the caller owns.
+async fn reader(app: &App, request: &Request) -> Result<(Caller, Proxy), ApiError> {
+    let caller = authenticate(app, request)?;
+    caller.require_scope(Scope::MetricsRead)?;
+    let proxy_id = path_param(request, "proxyId")?;
+    let proxy = owned_proxy(app, &caller, &proxy_id).await?;
+    Ok((caller, proxy))
+}
+
+/// A required `YYYY-MM-DD` query parameter.
+fn query_day(request: &Request, name: &str) -> Result<NaiveDate, ApiError> {
+    let value = query_param(request, name).ok_or_else(|| {
+        ApiError::invalid(format!(
+            "The query parameter '{name}' (YYYY-MM-DD) is required."
+        ))
+    })?;
+    parse_day(name, &value)
+}
+
+/// Checks a range's order and the caller's tier limit (both ends inclusive).
+fn check_range(
+    caller: &Caller,
+    start: NaiveDate,
+    end: NaiveDate,
+    names: (&str, &str),
+) -> Result<(), ApiError> {
+    if end < start {
+        return Err(ApiError::invalid(format!(
+            "{} is before {}.",
+            names.1, names.0
+        )));
+    }
+    let days = (end - start).num_days() + 1;
+    let limit = caller.tier.max_range_days();
+    if days > limit {
+        return Err(ApiError::RangeTooLarge(format!(
+            "The range covers {days} days; the {} tier allows at most {limit}.",
+            caller.tier.as_str()
+        )));
+    }
+    Ok(())
+}
+
+fn day_str(day: NaiveDate) -> String {
+    day.format("%Y-%m-%d").to_string()
+}
 
 /// `GET /proxy/metrics/{proxyId}/daily/{date}`
 pub async fn get_daily_metrics(app: &App, request: Request) -> Response<Body> {
     respond(&request, async {
-        let caller = authenticate(app, &request)?;
-        caller.require_scope(Scope::MetricsRead)?;
-        let proxy_id = path_param(&request, "proxyId")?;
+        let (caller, proxy) = reader(app, &request).await?;
         let day = parse_day("date", &path_param(&request, "date")?)?;
-        let proxy = owned_proxy(app, &caller, &proxy_id).await?;
-        let events = app.store.day_events(&proxy.proxy_id, day).await?;
-        let rollup = Rollup::of_events(day, &events);
-        let metrics = rollup.daily_json(day, Some(proxy.registered_at), Utc::now());
+        let days = app.store.read_days(&proxy.proxy_id, day, day).await?;
+        let metrics = days.get(&day).cloned().unwrap_or_default().daily_json(
+            day,
+            Some(proxy.registered_at),
+            Utc::now(),
+        );
         success(
             StatusCode::OK,
             &caller,
-            json!({"proxyId": proxy.proxy_id, "date": metrics["date"].clone(), "metrics": metrics}),
+            json!({"proxyId": proxy.proxy_id, "date": day_str(day), "metrics": metrics}),
+        )
+    })
+    .await
+}
+
+/// `GET /proxy/metrics/{proxyId}/daily?startDate=&endDate=`
+pub async fn get_daily_range(app: &App, request: Request) -> Response<Body> {
+    respond(&request, async {
+        let (caller, proxy) = reader(app, &request).await?;
+        let start = query_day(&request, "startDate")?;
+        let end = query_day(&request, "endDate")?;
+        check_range(&caller, start, end, ("startDate", "endDate"))?;
+        let days = app.store.read_days(&proxy.proxy_id, start, end).await?;
+        let now = Utc::now();
+        let empty = Default::default();
+        let metrics: Vec<Value> = days_inclusive(start, end)
+            .map(|day| {
+                days.get(&day)
+                    .unwrap_or(&empty)
+                    .daily_json(day, Some(proxy.registered_at), now)
+            })
+            .collect();
+        success(
+            StatusCode::OK,
+            &caller,
+            json!({
+                "proxyId": proxy.proxy_id,
+                "startDate": day_str(start),
+                "endDate": day_str(end),
+                "count": metrics.len(),
+                "metrics": metrics,
+            }),
+        )
+    })
+    .await
+}
+
+/// `GET /proxy/metrics/{proxyId}/aggregation?periodStart=&periodEnd=`
+pub async fn get_aggregation(app: &App, request: Request) -> Response<Body> {
+    respond(&request, async {
+        let (caller, proxy) = reader(app, &request).await?;
+        let start = query_day(&request, "periodStart")?;
+        let end = query_day(&request, "periodEnd")?;
+        check_range(&caller, start, end, ("periodStart", "periodEnd"))?;
+        let days = app.store.read_days(&proxy.proxy_id, start, end).await?;
+        let metrics = aggregation_json(&days, start, end, Some(proxy.registered_at), Utc::now());
+        success(
+            StatusCode::OK,
+            &caller,
+            json!({
+                "proxyId": proxy.proxy_id,
+                "periodStart": day_str(start),
+                "periodEnd": day_str(end),
+                "metrics": metrics,
+            }),
+        )
+    })
+    .await
+}
+
+fn rfc3339_ms(ms: i64) -> Option<String> {
+    DateTime::from_timestamp_millis(ms).map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true))
+}
+
+/// `GET /proxy/metrics/{proxyId}/summary`
+pub async fn get_summary(app: &App, request: Request) -> Response<Body> {
+    respond(&request, async {
+        let (caller, proxy) = reader(app, &request).await?;
+        let now = Utc::now();
+        let now_ms = now.timestamp_millis();
+        let hour_ago = (now - Duration::hours(1)).timestamp_millis();
+        let day_ago = (now - Duration::hours(24)).timestamp_millis();
+        // The windows end at receipt time; events dated up to 5 minutes ahead
+        // (proxy clock skew) are counted as current.
+        let horizon = now_ms + crate::domain::event::FUTURE_TOLERANCE.num_milliseconds();
+        let mut events = Vec::new();
+        let first_day = (now - Duration::hours(24)).date_naive();
+        let last_day = DateTime::from_timestamp_millis(horizon)
+            .map(|t| t.date_naive())
+            .unwrap_or(now.date_naive());
+        for day in days_inclusive(first_day, last_day) {
+            events.extend(app.store.day_events(&proxy.proxy_id, day).await?);
+        }
+        let in_window = |from: i64| {
+            events
+                .iter()
+                .filter(move |e| e.timestamp_ms >= from && e.timestamp_ms <= horizon)
+        };
+        let last_hour = window_json(in_window(hour_ago));
+        let last_24_hours = window_json(in_window(day_ago));
+        // The latest figures may be older than a day: take them from the
+        // latest day that has events.
+        let latest = match app.store.latest_day(&proxy.proxy_id).await? {
+            Some(day) => app
+                .store
+                .read_days(&proxy.proxy_id, day, day)
+                .await?
+                .remove(&day),
+            None => None,
+        };
+        let last_event_at = latest
+            .as_ref()
+            .and_then(|r| r.last_event_ms)
+            .and_then(rfc3339_ms);
+        let concurrent = latest
+            .as_ref()
+            .and_then(|r| r.latest_concurrent)
+            .map(|(_, c)| c);
+        success(
+            StatusCode::OK,
+            &caller,
+            json!({
+                "proxyId": proxy.proxy_id,
+                "lastHour": last_hour,
+                "last24Hours": last_24_hours,
+                "concurrentConnections": concurrent,
+                "lastEventAt": last_event_at,
+            }),
         )
     })
     .await

@@ -1,0 +1,18 @@
+//! Lambda `get-summary`: builds its dependencies once, then hands every request
+//! to `proxy_metrics::handlers::get_summary`.
+
+use lambda_http::{Error, Request, run, service_fn, tracing};
+use proxy_metrics::{App, handlers::get_summary};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    tracing::init_default_subscriber();
+    let app = App::from_env()
+        .await
+        .inspect_err(|e| tracing::error!("{e}"))?;
+    let app = &app;
+    run(service_fn(move |request: Request| async move {
+        Ok::<_, Error>(get_summary(app, request).await)
+    }))
+    .await
+}
