@@ -318,6 +318,12 @@ fn parse_metrics(m: &Map<String, Value>) -> Result<Metrics, String> {
     let error_count = count("errorCount")?.unwrap_or(0);
     let request_count = match count("requestCount")? {
         Some(r) => r,
+        None if success_count + error_count > MAX_COUNT => {
+            return Err(format!(
+                "requestCount (absent, so successCount + errorCount = {}) is above 2^53.",
+                success_count + error_count
+            ));
+        }
         None => success_count + error_count,
     };
     if success_count + error_count > request_count {

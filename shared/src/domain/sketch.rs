@@ -6,12 +6,12 @@
 
 use sketches_ddsketch::{Config, DDSketch};
 
-/// Relative accuracy promised by the contract for every reported percentile.
+/// Relative accuracy promised by the contract for every reported percentile:
+/// the crate's default configuration (α = 1 %, 2048 bins, which span a ratio
+/// of e^41 between the smallest and largest latency before any collapsing).
+/// It must stay the default: decoded sketches carry the default configuration
+/// and only sketches of equal configuration merge.
 pub const RELATIVE_ACCURACY: f64 = 0.01;
-/// Enough bins to cover 1 µs .. 1 hour at 1 % without collapsing.
-const MAX_BINS: u32 = 4096;
-/// Values below this (in ms) are indistinguishable from zero.
-const MIN_VALUE_MS: f64 = 1e-3;
 
 #[derive(Clone)]
 pub struct LatencySketch(DDSketch);
@@ -30,11 +30,7 @@ impl Default for LatencySketch {
 
 impl LatencySketch {
     pub fn new() -> Self {
-        Self(DDSketch::new(Config::new(
-            RELATIVE_ACCURACY,
-            MAX_BINS,
-            MIN_VALUE_MS,
-        )))
+        Self(DDSketch::new(Config::defaults()))
     }
 
     pub fn add(&mut self, value_ms: f64) {
@@ -142,6 +138,21 @@ mod tests {
         let back = LatencySketch::from_bytes(&bytes).unwrap();
         assert_eq!(back.count(), 10_000);
         assert_eq!(back.quantile(0.95), s.quantile(0.95));
+    }
+
+    #[test]
+    fn decoded_sketches_merge_with_new_ones() {
+        let mut a = LatencySketch::new();
+        a.add(10.0);
+        let decoded = LatencySketch::from_bytes(&a.to_bytes()).unwrap();
+        let mut total = LatencySketch::new();
+        total.merge(&decoded);
+        total.merge(&decoded);
+        assert_eq!(total.count(), 2);
+        let mut again = decoded.clone();
+        again.merge(&total);
+        assert_eq!(again.count(), 3);
+        assert!((total.quantile(0.5).unwrap() - 10.0).abs() <= 0.1);
     }
 
     #[test]
