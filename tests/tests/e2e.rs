@@ -101,6 +101,7 @@ async fn register_record_read_over_http() {
     )
     .await;
     assert_eq!(s, 200, "{b}");
+    let before = b.clone();
     assert_eq!(b["metrics"]["requestCount"], 10);
     assert_eq!(b["metrics"]["successCount"], 9);
     assert_eq!(b["metrics"]["averageLatencyMs"], 25.0);
@@ -115,6 +116,66 @@ async fn register_record_read_over_http() {
     .await;
     assert_eq!(s, 404, "{b}");
     assert_eq!(b["error"], "NOT_FOUND");
+
+    // the scheduled aggregation, invoked through the watcher's Lambda invoke API
+    let scheduled = json!({"version": "0", "id": run, "detail-type": "Scheduled Event",
+        "source": "aws.scheduler", "account": "000000000000", "time": common::now_rfc3339(),
+        "region": "us-east-1", "resources": [], "detail": {}});
+    let (s, report) = call(
+        reqwest::Method::POST,
+        "/2015-03-31/functions/aggregate-metrics/invocations",
+        None,
+        Some(scheduled),
+    )
+    .await;
+    assert_eq!(s, 200, "{report}");
+    assert!(
+        report["daysMaterialized"].as_u64().unwrap() >= 1,
+        "{report}"
+    );
+    assert!(report["durationMs"].is_u64(), "{report}");
+    let (s, after) = call(
+        reqwest::Method::GET,
+        &format!("/proxy/metrics/{proxy}/daily/{today}"),
+        Some(&owner),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert_eq!(after["metrics"]["requestCount"], 10);
+    assert_eq!(
+        after["metrics"]["p50LatencyMs"],
+        before["metrics"]["p50LatencyMs"]
+    );
+    assert_eq!(after["metrics"]["averageLatencyMs"], 25.0);
+
+    let (s, b) = call(
+        reqwest::Method::GET,
+        &format!("/proxy/metrics/{proxy}/daily?startDate={today}&endDate={today}"),
+        Some(&owner),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["count"], 1);
+    let (s, b) = call(
+        reqwest::Method::GET,
+        &format!("/proxy/metrics/{proxy}/aggregation?periodStart={today}&periodEnd={today}"),
+        Some(&owner),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["metrics"]["totalRequestCount"], 10);
+    let (s, b) = call(
+        reqwest::Method::GET,
+        &format!("/proxy/metrics/{proxy}/summary"),
+        Some(&owner),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["last24Hours"]["requestCount"], 10);
 
     let (s, b) = call(reqwest::Method::GET, "/proxies", None, None).await;
     assert_eq!(s, 401, "{b}");
