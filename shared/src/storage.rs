@@ -29,6 +29,7 @@ use aws_sdk_dynamodb::types::{
     AttributeValue, Put, ReturnConsumedCapacity, TransactWriteItem, Update,
 };
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
+use futures::{StreamExt, TryStreamExt, stream};
 use rand::Rng;
 
 use crate::auth::Tier;
@@ -39,6 +40,8 @@ use crate::error::ApiError;
 pub const PENDING_SHARDS: u32 = 16;
 /// The sparse, keys-only index of days awaiting aggregation.
 const PENDING_INDEX: &str = "pending";
+/// Unmaterialised days read at once by one request.
+const STALE_DAY_READS: usize = 8;
 /// DynamoDB's limit on actions in one TransactWriteItems.
 const MAX_TRANSACT_ACTIONS: usize = 100;
 /// Packed bytes per event-chunk item (DynamoDB's item limit is 400 KB).
@@ -414,18 +417,22 @@ impl Store {
     ) -> Result<(), ApiError> {
         let mut members = chunk.members;
         let mut attempt = 0u32;
+        // One plan = one request for DynamoDB's idempotency: the same actions
+        // and token on every retry (a retry whose first attempt committed is
+        // then answered as a success), a new plan and token only after
+        // re-planning around duplicates.
         let mut token = uuid::Uuid::new_v4().to_string();
+        let mut actions = self.chunk_actions(proxy_id, &members, chunk.events, tier, now)?;
         let mut last_failure = String::new();
         while !members.is_empty() {
             attempt += 1;
             if attempt > MAX_ATTEMPTS + members.len() as u32 {
                 return Err(ApiError::ServiceUnavailable(last_failure));
             }
-            let actions = self.chunk_actions(proxy_id, &members, chunk.events, tier, now)?;
             let result = self
                 .client
                 .transact_write_items()
-                .set_transact_items(Some(actions))
+                .set_transact_items(Some(actions.clone()))
                 .client_request_token(&token)
                 .return_consumed_capacity(ReturnConsumedCapacity::Total)
                 .send()
@@ -455,8 +462,16 @@ impl Store {
                                     outcome.statuses[*i] = EventStatus::Duplicate;
                                 }
                                 members.retain(|i| !existing.contains(i));
-                                // A new plan is a new request for idempotency purposes.
-                                token = uuid::Uuid::new_v4().to_string();
+                                if !members.is_empty() {
+                                    token = uuid::Uuid::new_v4().to_string();
+                                    actions = self.chunk_actions(
+                                        proxy_id,
+                                        &members,
+                                        chunk.events,
+                                        tier,
+                                        now,
+                                    )?;
+                                }
                                 continue;
                             }
                             last_failure = format!("transaction cancelled: {codes:?}");
@@ -652,10 +667,16 @@ impl Store {
                 _ => stale.push(day),
             }
         }
-        for day in stale {
-            let events = self.day_events(proxy_id, day).await?;
-            out.insert(day, Rollup::of_events(day, &events));
-        }
+        // Days not yet materialised are folded from their events, a few at a time.
+        let folded: Vec<(NaiveDate, Rollup)> = stream::iter(stale)
+            .map(|day| async move {
+                let events = self.day_events(proxy_id, day).await?;
+                Ok::<_, ApiError>((day, Rollup::of_events(day, &events)))
+            })
+            .buffer_unordered(STALE_DAY_READS)
+            .try_collect()
+            .await?;
+        out.extend(folded);
         Ok(out)
     }
 

@@ -66,13 +66,18 @@ fn opt_max(a: Option<f64>, b: Option<f64>) -> Option<f64> {
 impl Rollup {
     /// Adds one event. `day_start_ms` is the start of the event's UTC day.
     pub fn add(&mut self, event: &Event, day_start_ms: i64) {
+        // Counts are capped at 2^53 per event; sums saturate rather than wrap.
         self.event_count += 1;
-        self.request_count += event.request_count;
-        self.success_count += event.success_count;
-        self.error_count += event.error_count;
-        self.data_transferred_bytes += event.data_transferred_bytes;
-        self.data_received_bytes += event.data_received_bytes;
-        self.connection_count += event.connection_count;
+        self.request_count = self.request_count.saturating_add(event.request_count);
+        self.success_count = self.success_count.saturating_add(event.success_count);
+        self.error_count = self.error_count.saturating_add(event.error_count);
+        self.data_transferred_bytes = self
+            .data_transferred_bytes
+            .saturating_add(event.data_transferred_bytes);
+        self.data_received_bytes = self
+            .data_received_bytes
+            .saturating_add(event.data_received_bytes);
+        self.connection_count = self.connection_count.saturating_add(event.connection_count);
 
         let sample_count = event
             .latency_sketch
@@ -92,7 +97,7 @@ impl Rollup {
                 (None, None) => 0.0,
             };
             self.latency_total_ms += total;
-            self.latency_weight += weight;
+            self.latency_weight = self.latency_weight.saturating_add(weight);
             match &event.latency_sketch {
                 Some(s) => self.sketch.merge(s),
                 // Without samples, requestCount observations at the mean.
@@ -181,17 +186,21 @@ impl Rollup {
     /// Merges another rollup of the same day (bucket bitmaps are OR-ed).
     pub fn merge(&mut self, other: &Rollup) {
         self.event_count += other.event_count;
-        self.request_count += other.request_count;
-        self.success_count += other.success_count;
-        self.error_count += other.error_count;
+        self.request_count = self.request_count.saturating_add(other.request_count);
+        self.success_count = self.success_count.saturating_add(other.success_count);
+        self.error_count = self.error_count.saturating_add(other.error_count);
         self.latency_total_ms += other.latency_total_ms;
-        self.latency_weight += other.latency_weight;
+        self.latency_weight = self.latency_weight.saturating_add(other.latency_weight);
         self.min_latency_ms = opt_min(self.min_latency_ms, other.min_latency_ms);
         self.max_latency_ms = opt_max(self.max_latency_ms, other.max_latency_ms);
         self.sketch.merge(&other.sketch);
-        self.data_transferred_bytes += other.data_transferred_bytes;
-        self.data_received_bytes += other.data_received_bytes;
-        self.connection_count += other.connection_count;
+        self.data_transferred_bytes = self
+            .data_transferred_bytes
+            .saturating_add(other.data_transferred_bytes);
+        self.data_received_bytes = self
+            .data_received_bytes
+            .saturating_add(other.data_received_bytes);
+        self.connection_count = self.connection_count.saturating_add(other.connection_count);
         self.peak_concurrent = match (self.peak_concurrent, other.peak_concurrent) {
             (Some(a), Some(b)) => Some(a.max(b)),
             (a, b) => a.or(b),

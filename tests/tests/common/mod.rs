@@ -3,6 +3,8 @@
 //! API Gateway v2-shaped requests for the handlers.
 #![allow(dead_code)]
 
+pub mod fault_proxy;
+
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
@@ -237,4 +239,20 @@ pub fn today() -> String {
 
 pub fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// Records through any `App` (e.g. one whose client goes through a fault
+/// proxy): status, body and headers of the handler's response.
+pub async fn record_via(
+    app: &App,
+    token: &str,
+    proxy_id: &str,
+    body: Value,
+) -> (u16, Value, HashMap<String, String>) {
+    let req = Req::new("POST", "/proxy/metrics/{proxyId}/record")
+        .param("proxyId", proxy_id)
+        .bearer(token)
+        .json(body)
+        .build();
+    parts(proxy_metrics::handlers::record_metrics(app, req).await)
 }
