@@ -4,25 +4,40 @@
 //! touches the environment.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::auth::KeySet;
 
 #[derive(Debug, thiserror::Error)]
 #[error("configuration error: {0}")]
 pub struct ConfigError(pub String);
 
-/// Where token signatures are checked against.
+/// Where token signatures are checked against. Exactly one source is in use:
+/// a configured JWKS (inline or by URL) wins over `JWT_SECRET`, which is then
+/// ignored, so HS256 tokens are refused.
 #[derive(Clone)]
 pub enum KeySource {
     /// HS256 with a shared secret (`JWT_SECRET`).
     SharedSecret(Vec<u8>),
+    /// RS256/ES256 against a JWKS given inline (`JWT_JWKS`), parsed at start-up.
+    Jwks(Arc<KeySet>),
+    /// RS256/ES256 against a JWKS fetched from `JWT_JWKS_URL` (on first use,
+    /// then cached; see `auth.rs`).
+    JwksUrl(String),
 }
 
 impl std::fmt::Debug for KeySource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::SharedSecret(_) => f.write_str("SharedSecret(<redacted>)"),
+            Self::Jwks(set) => write!(f, "Jwks({set:?})"),
+            Self::JwksUrl(url) => write!(f, "JwksUrl({url})"),
         }
     }
 }
+
+/// The shortest `JWT_SECRET` accepted.
+pub const MIN_SECRET_CHARS: usize = 16;
 
 #[derive(Debug, Clone)]
 pub struct AuthConfig {
@@ -53,19 +68,12 @@ impl Config {
         };
         let table_name = get("TABLE_NAME")
             .ok_or_else(|| ConfigError("TABLE_NAME must name the DynamoDB table".into()))?;
-        let secret = get("JWT_SECRET").ok_or_else(|| {
-            ConfigError("JWT_SECRET must be set to the HS256 signing secret".into())
-        })?;
-        if secret.len() < 16 {
-            return Err(ConfigError(
-                "JWT_SECRET must be at least 16 characters long".into(),
-            ));
-        }
+        let keys = key_source(&get)?;
         Ok(Self {
             table_name,
             dynamodb_endpoint: get("DYNAMODB_ENDPOINT"),
             auth: AuthConfig {
-                keys: KeySource::SharedSecret(secret.into_bytes()),
+                keys,
                 issuer: get("JWT_ISSUER"),
                 audience: get("JWT_AUDIENCE"),
             },
@@ -87,5 +95,66 @@ impl Config {
             )
             .build();
         aws_sdk_dynamodb::Client::from_conf(conf)
+    }
+}
+
+/// Chooses and checks the one key source (see [`KeySource`]).
+fn key_source(get: &dyn Fn(&str) -> Option<String>) -> Result<KeySource, ConfigError> {
+    let secret = get("JWT_SECRET");
+    let source = match (get("JWT_JWKS"), get("JWT_JWKS_URL")) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError(
+                "set JWT_JWKS or JWT_JWKS_URL, not both: a JWKS has one source".into(),
+            ));
+        }
+        (Some(json), None) => {
+            let (set, skipped) = KeySet::from_jwks_json(json.as_bytes())
+                .map_err(|e| ConfigError(format!("JWT_JWKS is not a usable JWKS: {e}")))?;
+            for reason in skipped {
+                tracing::warn!(%reason, "JWT_JWKS: key skipped");
+            }
+            KeySource::Jwks(Arc::new(set))
+        }
+        (None, Some(url)) => KeySource::JwksUrl(check_jwks_url(&url)?),
+        (None, None) => {
+            let secret = secret.ok_or_else(|| {
+                ConfigError(
+                    "no token key configured: set JWT_SECRET (HS256), or JWT_JWKS / JWT_JWKS_URL (RS256/ES256)"
+                        .into(),
+                )
+            })?;
+            if secret.chars().count() < MIN_SECRET_CHARS {
+                return Err(ConfigError(format!(
+                    "JWT_SECRET must be at least {MIN_SECRET_CHARS} characters long"
+                )));
+            }
+            return Ok(KeySource::SharedSecret(secret.into_bytes()));
+        }
+    };
+    if secret.is_some() {
+        tracing::warn!("JWT_SECRET is ignored: a JWKS is configured, so HS256 tokens are refused");
+    }
+    Ok(source)
+}
+
+/// `JWT_JWKS_URL` must be `https://`, or `http://` to a loopback host (local
+/// stack and tests): keys fetched in clear text could be swapped on the way.
+fn check_jwks_url(url: &str) -> Result<String, ConfigError> {
+    let bad = |why: &str| ConfigError(format!("JWT_JWKS_URL '{url}' is not usable: {why}"));
+    let parsed = reqwest::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
+    let host = parsed.host_str().ok_or_else(|| bad("it names no host"))?;
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    match parsed.scheme() {
+        "https" => Ok(url.to_string()),
+        "http" if loopback => Ok(url.to_string()),
+        "http" => Err(bad(
+            "it must use https:// (http:// is allowed for localhost only)",
+        )),
+        other => Err(bad(&format!("the scheme '{other}' is not http(s)"))),
     }
 }

@@ -60,7 +60,7 @@ pub fn request_id(request: &Request) -> Option<String> {
         })
 }
 
-pub fn authenticate(app: &App, request: &Request) -> Result<Caller, ApiError> {
+pub async fn authenticate(app: &App, request: &Request) -> Result<Caller, ApiError> {
     let header = request
         .headers()
         .get("authorization")
@@ -69,7 +69,7 @@ pub fn authenticate(app: &App, request: &Request) -> Result<Caller, ApiError> {
                 .map_err(|_| ApiError::Unauthorized("Malformed Authorization header.".into()))
         })
         .transpose()?;
-    app.auth.authenticate(header)
+    app.auth.authenticate(header).await
 }
 
 pub fn path_param(request: &Request, name: &str) -> Result<String, ApiError> {
@@ -109,8 +109,9 @@ pub fn json_body(request: &Request) -> Result<&[u8], ApiError> {
             .trim()
             .to_ascii_lowercase();
         if media != "application/json" && !media.ends_with("+json") {
+            let shown: String = media.chars().take(64).collect();
             return Err(ApiError::invalid(format!(
-                "Content-Type must be application/json, not '{media}'."
+                "Content-Type must be application/json, not '{shown}'."
             )));
         }
     }

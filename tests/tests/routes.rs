@@ -26,9 +26,16 @@ fn template() -> (Routes, BTreeSet<String>, BTreeSet<String>) {
         if resource["Type"].as_str() != Some("AWS::Serverless::Function") {
             continue;
         }
-        let binary = resource["Metadata"]["BuildProperties"]["Binary"].as_str().unwrap().to_string();
+        let binary = resource["Metadata"]["BuildProperties"]["Binary"]
+            .as_str()
+            .unwrap()
+            .to_string();
         functions.insert(binary.clone());
-        for (_, event) in resource["Properties"]["Events"].as_mapping().into_iter().flatten() {
+        for (_, event) in resource["Properties"]["Events"]
+            .as_mapping()
+            .into_iter()
+            .flatten()
+        {
             match event["Type"].as_str() {
                 Some("HttpApi") => {
                     let p = &event["Properties"];
@@ -51,7 +58,9 @@ fn template() -> (Routes, BTreeSet<String>, BTreeSet<String>) {
 fn watcher() -> Routes {
     let text = std::fs::read_to_string(root().join("Cargo.toml")).unwrap();
     let doc: toml::Table = text.parse().unwrap();
-    let router = doc["workspace"]["metadata"]["lambda"]["watch"]["router"].as_table().unwrap();
+    let router = doc["workspace"]["metadata"]["lambda"]["watch"]["router"]
+        .as_table()
+        .unwrap();
     let mut routes = Routes::new();
     for (path, entries) in router {
         for entry in entries.as_array().unwrap() {
@@ -94,11 +103,25 @@ fn function_crates() -> BTreeSet<String> {
 #[test]
 fn template_watcher_openapi_and_crates_agree() {
     let (template_routes, template_functions, scheduled) = template();
-    assert_eq!(template_routes, watcher(), "template vs [workspace.metadata.lambda.watch.router]");
-    let without_function: BTreeSet<(String, String)> =
-        template_routes.iter().map(|(m, p, _)| (m.clone(), p.clone())).collect();
-    assert_eq!(without_function, openapi(), "template vs infra/openapi.yaml");
-    assert_eq!(template_functions, function_crates(), "template vs functions/");
+    assert_eq!(
+        template_routes,
+        watcher(),
+        "template vs [workspace.metadata.lambda.watch.router]"
+    );
+    let without_function: BTreeSet<(String, String)> = template_routes
+        .iter()
+        .map(|(m, p, _)| (m.clone(), p.clone()))
+        .collect();
+    assert_eq!(
+        without_function,
+        openapi(),
+        "template vs infra/openapi.yaml"
+    );
+    assert_eq!(
+        template_functions,
+        function_crates(),
+        "template vs functions/"
+    );
     assert_eq!(scheduled, BTreeSet::from(["aggregate-metrics".to_string()]));
     // every function crate is either routed or scheduled
     let routed: BTreeSet<String> = template_routes.iter().map(|(_, _, f)| f.clone()).collect();

@@ -5,6 +5,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::excerpt;
 use super::sketch::LatencySketch;
 use crate::error::ApiError;
 
@@ -155,7 +156,10 @@ pub fn parse_event(
     let event_type = match object.get("eventType") {
         None | Some(Value::Null) => return Err("'eventType' is required.".into()),
         Some(Value::String(s)) => EventType::parse(s).ok_or_else(|| {
-            format!("'eventType' must be one of request, error, connection, latency; got '{s}'.")
+            format!(
+                "'eventType' must be one of request, error, connection, latency; got '{}'.",
+                excerpt(s)
+            )
         })?,
         Some(_) => return Err("'eventType' must be a string.".into()),
     };
@@ -245,7 +249,12 @@ pub fn parse_instant(value: &Value) -> Result<DateTime<Utc>, String> {
     match value {
         Value::String(s) => DateTime::parse_from_rfc3339(s)
             .map(|t| t.with_timezone(&Utc))
-            .map_err(|_| format!("'{s}' is not an RFC 3339 instant such as 2024-01-15T10:04:05Z.")),
+            .map_err(|_| {
+                format!(
+                    "'{}' is not an RFC 3339 instant such as 2024-01-15T10:04:05Z.",
+                    excerpt(s)
+                )
+            }),
         Value::Number(n) => n
             .as_i64()
             .and_then(DateTime::from_timestamp_millis)
@@ -287,7 +296,8 @@ const METRIC_FIELDS: &[&str] = &[
 fn parse_metrics(m: &Map<String, Value>) -> Result<Metrics, String> {
     if let Some(unknown) = m.keys().find(|k| !METRIC_FIELDS.contains(&k.as_str())) {
         return Err(format!(
-            "'metrics.{unknown}' is not a known metric (known: {}).",
+            "'metrics.{}' is not a known metric (known: {}).",
+            excerpt(unknown),
             METRIC_FIELDS.join(", ")
         ));
     }

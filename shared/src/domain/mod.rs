@@ -28,6 +28,20 @@ pub fn validate_proxy_id(id: &str) -> Result<(), ApiError> {
     }
 }
 
+/// Longest excerpt of a caller's value that an error message quotes.
+pub const MAX_QUOTED_CHARS: usize = 64;
+
+/// A caller-supplied value as error messages quote it: at most
+/// [`MAX_QUOTED_CHARS`] characters, then `…`. Messages stay short whatever
+/// was sent (the fuzz target checks it: a 1 MiB `eventType` used to come
+/// back in full).
+pub fn excerpt(value: &str) -> String {
+    match value.char_indices().nth(MAX_QUOTED_CHARS) {
+        Some((cut, _)) => format!("{}…", &value[..cut]),
+        None => value.to_string(),
+    }
+}
+
 /// A strict `YYYY-MM-DD` UTC day (`2024-02-30` is refused).
 pub fn parse_day(field: &str, value: &str) -> Result<NaiveDate, ApiError> {
     let shaped = value.len() == 10
@@ -43,7 +57,8 @@ pub fn parse_day(field: &str, value: &str) -> Result<NaiveDate, ApiError> {
         .flatten()
         .ok_or_else(|| {
             ApiError::invalid(format!(
-                "{field} '{value}' is not a valid date in YYYY-MM-DD form."
+                "{field} '{}' is not a valid date in YYYY-MM-DD form.",
+                excerpt(value)
             ))
         })
 }
@@ -81,5 +96,18 @@ mod tests {
             assert!(parse_day("date", bad).is_err(), "{bad}");
         }
         assert!(parse_day("date", "2024-02-29").is_ok());
+    }
+
+    #[test]
+    fn quoted_values_are_bounded() {
+        assert_eq!(excerpt("short"), "short");
+        let exact = "é".repeat(MAX_QUOTED_CHARS);
+        assert_eq!(excerpt(&exact), exact);
+        let long = "é".repeat(MAX_QUOTED_CHARS + 1);
+        assert_eq!(excerpt(&long), format!("{}…", "é".repeat(MAX_QUOTED_CHARS)));
+        let message = parse_day("date", &"9".repeat(100_000))
+            .unwrap_err()
+            .to_string();
+        assert!(message.len() < 200, "{message}");
     }
 }

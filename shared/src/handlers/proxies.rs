@@ -11,7 +11,7 @@ use crate::storage::Proxy;
 /// `POST /proxies`
 pub async fn register_proxy(app: &App, request: Request) -> Response<Body> {
     respond(&request, async {
-        let caller = authenticate(app, &request)?;
+        let caller = authenticate(app, &request).await?;
         caller.require_scope(Scope::ProxiesWrite)?;
         let body: Value = serde_json::from_slice(json_body(&request)?)
             .map_err(|e| ApiError::invalid(format!("The body is not valid JSON: {e}.")))?;
@@ -51,7 +51,7 @@ pub async fn register_proxy(app: &App, request: Request) -> Response<Body> {
 /// `GET /proxies`
 pub async fn list_proxies(app: &App, request: Request) -> Response<Body> {
     respond(&request, async {
-        let caller = authenticate(app, &request)?;
+        let caller = authenticate(app, &request).await?;
         let mut proxies = app.store.list_proxies(&caller.user_id).await?;
         if let Some(own) = &caller.proxy_id {
             proxies.retain(|p| &p.proxy_id == own);

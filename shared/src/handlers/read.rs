@@ -11,7 +11,7 @@ use crate::storage::Proxy;
 
 /// Authenticates a metrics read and resolves the proxy the caller owns.
 async fn reader(app: &App, request: &Request) -> Result<(Caller, Proxy), ApiError> {
-    let caller = authenticate(app, request)?;
+    let caller = authenticate(app, request).await?;
     caller.require_scope(Scope::MetricsRead)?;
     let proxy_id = path_param(request, "proxyId")?;
     let proxy = owned_proxy(app, &caller, &proxy_id).await?;
@@ -59,8 +59,9 @@ fn day_str(day: NaiveDate) -> String {
 /// `GET /proxy/metrics/{proxyId}/daily/{date}`
 pub async fn get_daily_metrics(app: &App, request: Request) -> Response<Body> {
     respond(&request, async {
-        let (caller, proxy) = reader(app, &request).await?;
+        // Path parameters are validated before any storage read.
         let day = parse_day("date", &path_param(&request, "date")?)?;
+        let (caller, proxy) = reader(app, &request).await?;
         let days = app.store.read_days(&proxy.proxy_id, day, day).await?;
         let metrics = days.get(&day).cloned().unwrap_or_default().daily_json(
             day,

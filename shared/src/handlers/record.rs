@@ -12,7 +12,7 @@ use crate::storage::EventStatus;
 /// `POST /proxy/metrics/{proxyId}/record`
 pub async fn record_metrics(app: &App, request: Request) -> Response<Body> {
     respond(&request, async {
-        let caller = authenticate(app, &request)?;
+        let caller = authenticate(app, &request).await?;
         caller.require_scope(Scope::MetricsWrite)?;
         let proxy_id = path_param(&request, "proxyId")?;
         crate::domain::validate_proxy_id(&proxy_id)?;
