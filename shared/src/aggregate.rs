@@ -68,6 +68,27 @@ pub async fn run(
     })
 }
 
+/// The shards an invocation should take: `detail.shards` when it lists valid
+/// shard numbers (a fanned-out schedule), otherwise all of them.
+pub fn shards_from_detail(detail: &serde_json::Value) -> Vec<u32> {
+    let listed: Vec<u32> = detail
+        .get("shards")
+        .and_then(|s| s.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_u64())
+                .filter(|s| *s < u64::from(PENDING_SHARDS))
+                .map(|s| s as u32)
+                .collect()
+        })
+        .unwrap_or_default();
+    if listed.is_empty() {
+        (0..PENDING_SHARDS).collect()
+    } else {
+        listed
+    }
+}
+
 /// Every shard.
 pub async fn run_all(store: &Store) -> Result<AggregationReport, ApiError> {
     run(store, 0..PENDING_SHARDS).await
@@ -107,4 +128,23 @@ async fn materialise(
         materialised: false,
         events_read,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn shards_come_from_the_detail_or_default_to_all() {
+        assert_eq!(
+            shards_from_detail(&json!({})).len(),
+            PENDING_SHARDS as usize
+        );
+        assert_eq!(shards_from_detail(&json!({"shards": [3, 5]})), vec![3, 5]);
+        assert_eq!(
+            shards_from_detail(&json!({"shards": [99, "x"]})).len(),
+            PENDING_SHARDS as usize
+        );
+    }
 }
