@@ -15,7 +15,10 @@ async fn main() -> Result<(), Error> {
     run(service_fn(
         move |event: LambdaEvent<EventBridgeEvent>| async move {
             tracing::info!(id = ?event.payload.id, "scheduled aggregation");
-            let report = proxy_metrics::aggregate::run_all(&app.store).await?;
+            // `{"detail": {"shards": [0, 1]}}` limits a run to those pending
+            // shards (fan-out); any other scheduled event runs them all.
+            let shards = proxy_metrics::aggregate::shards_from_detail(&event.payload.detail);
+            let report = proxy_metrics::aggregate::run(&app.store, shards).await?;
             tracing::info!(?report, "aggregation done");
             Ok::<_, Error>(serde_json::to_value(report)?)
         },
