@@ -11,7 +11,7 @@
 
 use std::time::Instant;
 
-use futures::{StreamExt, TryStreamExt, stream};
+use futures::{StreamExt, stream};
 use serde::Serialize;
 
 use crate::domain::rollup::Rollup;
@@ -55,11 +55,33 @@ pub async fn run(
     proxies.dedup();
     let proxies_processed = proxies.len() as u64;
 
-    let outcomes: Vec<DayOutcome> = stream::iter(pending.iter())
-        .map(|(proxy_id, day)| materialise(store, proxy_id, *day))
+    // Every day is attempted even if another fails: one bad day must not hold
+    // back the rest. A failure still fails the run (so the schedule retries
+    // and, in the end, dead-letters it) once the others are done.
+    let results: Vec<Result<DayOutcome, ApiError>> = stream::iter(pending.iter())
+        .map(|(proxy_id, day)| async move {
+            let result = materialise(store, proxy_id, *day).await;
+            if let Err(e) = &result {
+                tracing::error!(proxy_id, %day, error = %e, "materialising a day failed");
+            }
+            result
+        })
         .buffer_unordered(CONCURRENT_DAYS)
-        .try_collect()
-        .await?;
+        .collect()
+        .await;
+    let mut outcomes = Vec::with_capacity(results.len());
+    let mut first_error = None;
+    for result in results {
+        match result {
+            Ok(outcome) => outcomes.push(outcome),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    if let Some(e) = first_error {
+        return Err(e);
+    }
     Ok(AggregationReport {
         proxies_processed,
         days_materialized: outcomes.iter().filter(|o| o.materialised).count() as u64,

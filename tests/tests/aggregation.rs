@@ -187,3 +187,42 @@ async fn concurrent_runs_and_writes_end_exact() {
         .unwrap();
     assert_eq!(stored[&day_of(0)].1.event_count, 50);
 }
+
+#[tokio::test]
+async fn one_bad_day_does_not_hold_back_the_others() {
+    use aws_sdk_dynamodb::primitives::Blob;
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let h = Harness::start().await;
+    let t = user_token("alice");
+    h.register(&t, "good").await;
+    h.register(&t, "bad").await;
+    h.record(&t, "good", batch("g", 0, 5)).await;
+    h.record(&t, "bad", batch("b", 0, 5)).await;
+    // a chunk whose body cannot be decoded (as after a bad deploy)
+    let day = day_of(0).format("%Y-%m-%d").to_string();
+    h.client
+        .put_item()
+        .table_name(TABLE)
+        .item("pk", AttributeValue::S(format!("EVENTS#bad#{day}")))
+        .item("sk", AttributeValue::S("9999999999999#corrupt".into()))
+        .item("body", AttributeValue::B(Blob::new(vec![0xff, 0x00])))
+        .send()
+        .await
+        .unwrap();
+    assert!(aggregate::run_all(&h.app.store).await.is_err());
+    let good = h
+        .app
+        .store
+        .stored_rollups("good", day_of(0), day_of(0))
+        .await
+        .unwrap();
+    assert_eq!(good[&day_of(0)].1.event_count, 5);
+    assert!(
+        h.app
+            .store
+            .stored_rollups("bad", day_of(0), day_of(0))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
