@@ -236,3 +236,19 @@ async fn reads_need_scope_and_ownership() {
         assert_error(s, &b, 404, "NOT_FOUND");
     }
 }
+
+#[tokio::test]
+async fn summary_latest_figures_come_from_an_older_day() {
+    let h = Harness::start().await;
+    let t = user_token("alice");
+    h.register(&t, "p1").await;
+    let ts = at_days_ago(3, 10);
+    let event = json!({"eventType": "connection", "timestamp": ts,
+                       "metrics": {"concurrentConnections": 5, "connectionCount": 2}});
+    assert_eq!(h.record(&t, "p1", event).await.0, 201);
+    let (s, b) = summary(&h, &t, "p1").await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["last24Hours"]["requestCount"], 0);
+    assert_eq!(b["concurrentConnections"], 5);
+    assert_eq!(b["lastEventAt"], ts.replace('Z', ".000Z"));
+}

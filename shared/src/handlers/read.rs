@@ -4,7 +4,7 @@ use serde_json::{Value, json};
 
 use crate::auth::{Caller, Scope};
 use crate::domain::parse_day;
-use crate::domain::rollup::{aggregation_json, days_inclusive, window_json};
+use crate::domain::rollup::{Rollup, aggregation_json, days_inclusive, window_json};
 use crate::error::ApiError;
 use crate::http::{App, authenticate, owned_proxy, path_param, query_param, respond, success};
 use crate::storage::Proxy;
@@ -162,24 +162,26 @@ pub async fn get_summary(app: &App, request: Request) -> Response<Body> {
         };
         let last_hour = window_json(in_window(hour_ago));
         let last_24_hours = window_json(in_window(day_ago));
-        // The latest figures may be older than a day: take them from the
-        // latest day that has events.
-        let latest = match app.store.latest_day(&proxy.proxy_id).await? {
-            Some(day) => app
-                .store
-                .read_days(&proxy.proxy_id, day, day)
-                .await?
-                .remove(&day),
-            None => None,
-        };
-        let last_event_at = latest
-            .as_ref()
-            .and_then(|r| r.last_event_ms)
-            .and_then(rfc3339_ms);
-        let concurrent = latest
-            .as_ref()
-            .and_then(|r| r.latest_concurrent)
-            .map(|(_, c)| c);
+        // The latest figures come from the events already read; only when
+        // those days hold none (or none reported concurrency) is the latest
+        // older day read, from its rollup.
+        let mut latest = Rollup::of_events(first_day, &events);
+        if latest.last_event_ms.is_none() || latest.latest_concurrent.is_none() {
+            let older = match app.store.latest_day(&proxy.proxy_id).await? {
+                Some(day) if day < first_day => app
+                    .store
+                    .read_days(&proxy.proxy_id, day, day)
+                    .await?
+                    .remove(&day),
+                _ => None,
+            };
+            if let Some(older) = older {
+                latest.last_event_ms = latest.last_event_ms.or(older.last_event_ms);
+                latest.latest_concurrent = latest.latest_concurrent.or(older.latest_concurrent);
+            }
+        }
+        let last_event_at = latest.last_event_ms.and_then(rfc3339_ms);
+        let concurrent = latest.latest_concurrent.map(|(_, c)| c);
         success(
             StatusCode::OK,
             &caller,
