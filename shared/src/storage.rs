@@ -337,32 +337,13 @@ impl Store {
         Ok(output.item.as_ref().and_then(proxy_from_item))
     }
 
-    /// The owner's proxies, ordered by id.
+    /// The owner's proxies, ordered by id (the owner's partition holds only
+    /// index entries).
     pub async fn list_proxies(&self, owner_id: &str) -> Result<Vec<Proxy>, ApiError> {
-        let mut proxies = Vec::new();
-        let mut start: Option<HashMap<String, AttributeValue>> = None;
-        loop {
-            let page = with_retries(|| async {
-                self.client
-                    .query()
-                    .table_name(&self.table)
-                    .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
-                    .expression_attribute_values(":pk", s(format!("OWNER#{owner_id}")))
-                    .expression_attribute_values(":prefix", s("PROXY#"))
-                    .set_exclusive_start_key(start.clone())
-                    .consistent_read(true)
-                    .send()
-                    .await
-                    .map_err(|e| classify("list proxies", e))
-            })
+        let items = self
+            .query_all(format!("OWNER#{owner_id}"), None, "list proxies")
             .await?;
-            proxies.extend(page.items().iter().filter_map(proxy_from_item));
-            match page.last_evaluated_key {
-                Some(key) if !key.is_empty() => start = Some(key),
-                _ => break,
-            }
-        }
-        Ok(proxies)
+        Ok(items.iter().filter_map(proxy_from_item).collect())
     }
 
     // ---------------------------------------------------------------- events
