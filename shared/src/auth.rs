@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode};
 use serde::Deserialize;
 
+use crate::clock::Clock;
 use crate::config::{AuthConfig, KeySource};
 use crate::error::ApiError;
 
@@ -124,8 +125,8 @@ impl Caller {
     }
 }
 
-/// The claims this service reads. `exp`, `nbf`, `iss` and `aud` are checked by
-/// `jsonwebtoken` itself (see [`Authenticator::new`]).
+/// The claims this service reads. `iss` and `aud` are checked by `jsonwebtoken`
+/// itself (see [`validation`]); the time claims against the service's clock.
 #[derive(Debug, Deserialize)]
 struct Claims {
     #[serde(default)]
@@ -139,6 +140,11 @@ struct Claims {
     /// Strictly a string: a malformed proxy restriction must never be dropped.
     #[serde(default)]
     proxy_id: Option<String>,
+    /// Required (checked by `jsonwebtoken`); a number, or the token is malformed.
+    #[serde(default)]
+    exp: Option<f64>,
+    #[serde(default)]
+    nbf: Option<f64>,
     #[serde(default)]
     iat: Option<f64>,
 }
@@ -365,10 +371,12 @@ pub struct Authenticator {
     /// One validation per accepted algorithm: the algorithm list always holds
     /// exactly the chosen key's algorithm.
     validations: Vec<(Algorithm, Validation)>,
+    /// `exp`, `nbf` and `iat` are checked against this clock.
+    clock: Clock,
 }
 
 impl Authenticator {
-    pub fn new(config: &AuthConfig) -> Self {
+    pub fn new(config: &AuthConfig, clock: Clock) -> Self {
         let keys = match &config.keys {
             KeySource::SharedSecret(secret) => Keys::Fixed(Arc::new(KeySet::shared_secret(secret))),
             KeySource::Jwks(set) => Keys::Fixed(Arc::clone(set)),
@@ -378,7 +386,11 @@ impl Authenticator {
             .into_iter()
             .map(|alg| (alg, validation(alg, config)))
             .collect();
-        Self { keys, validations }
+        Self {
+            keys,
+            validations,
+            clock,
+        }
     }
 
     /// The algorithms the configured key type accepts.
@@ -438,18 +450,11 @@ impl Authenticator {
         let data = decode::<Claims>(token, &key.key, validation)
             .map_err(|e| ApiError::Unauthorized(describe_jwt_error(&e)))?;
         let claims = data.claims;
+        check_time_claims(&claims, self.clock.now().timestamp())?;
         let user_id = claims
             .sub
             .filter(|s| !s.is_empty())
             .ok_or_else(|| ApiError::Unauthorized("The token has no subject (sub).".into()))?;
-        // `iat` is honoured: a token issued in the future (beyond the leeway) is refused.
-        if claims.iat.is_some_and(|iat| {
-            iat > (chrono::Utc::now().timestamp() + LEEWAY_SECONDS as i64) as f64
-        }) {
-            return Err(ApiError::Unauthorized(
-                "The token was issued in the future (iat).".into(),
-            ));
-        }
         Ok(Caller {
             user_id,
             tier: Tier::from_claim(claims.tier.as_ref().and_then(serde_json::Value::as_str)),
@@ -488,13 +493,38 @@ impl Authenticator {
     }
 }
 
+/// `exp`, `nbf` and `iat` against `now` (seconds), with [`LEEWAY_SECONDS`].
+/// Checked here rather than by `jsonwebtoken`, which reads the system clock.
+fn check_time_claims(claims: &Claims, now: i64) -> Result<(), ApiError> {
+    let now = now as f64;
+    let leeway = LEEWAY_SECONDS as f64;
+    let exp = claims.exp.ok_or_else(|| {
+        ApiError::Unauthorized("The token lacks the required 'exp' claim.".into())
+    })?;
+    if exp < now - leeway {
+        return Err(ApiError::Unauthorized("The token has expired.".into()));
+    }
+    if claims.nbf.is_some_and(|nbf| nbf > now + leeway) {
+        return Err(ApiError::Unauthorized(
+            "The token is not valid yet (nbf).".into(),
+        ));
+    }
+    // `iat` is honoured: a token issued in the future (beyond the leeway) is refused.
+    if claims.iat.is_some_and(|iat| iat > now + leeway) {
+        return Err(ApiError::Unauthorized(
+            "The token was issued in the future (iat).".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// The checks every token gets, for one algorithm.
 fn validation(alg: Algorithm, config: &AuthConfig) -> Validation {
     let mut validation = Validation::new(alg);
     validation.algorithms = vec![alg];
-    validation.leeway = LEEWAY_SECONDS;
-    validation.validate_exp = true;
-    validation.validate_nbf = true;
+    // Time claims are checked against the service's clock (check_time_claims).
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
     let mut required = vec!["exp", "sub"];
     // jsonwebtoken checks iss/aud only when present: make them required when configured.
     match &config.audience {
@@ -783,8 +813,16 @@ mod tests {
         Config::from_map(&map)
     }
 
+    /// The instant every token test runs at (the checks read the clock, not the wall).
+    fn now() -> i64 {
+        chrono::DateTime::parse_from_rfc3339("2028-02-29T23:58:00Z")
+            .unwrap()
+            .timestamp()
+    }
+
     fn authenticator(vars: &[(&str, &str)]) -> Authenticator {
-        Authenticator::new(&config(vars).expect("config").auth)
+        let clock = Clock::pinned(chrono::DateTime::from_timestamp(now(), 0).unwrap());
+        Authenticator::new(&config(vars).expect("config").auth, clock)
     }
 
     fn hs() -> Authenticator {
@@ -802,7 +840,7 @@ mod tests {
     }
 
     fn claims(extra: Value) -> Value {
-        let now = chrono::Utc::now().timestamp();
+        let now = now();
         let mut claims = json!({"sub": "alice", "exp": now + 3600, "iat": now});
         if let (Value::Object(c), Value::Object(e)) = (&mut claims, extra) {
             for (k, v) in e {
@@ -1134,7 +1172,7 @@ mod tests {
     #[tokio::test]
     async fn time_claims_are_checked_with_60s_leeway() {
         let auth = hs();
-        let now = chrono::Utc::now().timestamp();
+        let now = now();
         assert_401(&auth, &hs_token(json!({"exp": now - 120})), "expired").await;
         assert!(
             check(&auth, &hs_token(json!({"exp": now - 30})))

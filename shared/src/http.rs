@@ -1,11 +1,12 @@
 //! What every HTTP handler shares: the app's dependencies, authentication,
 //! path and body extraction, ownership, and the success envelope.
 
-use chrono::{SecondsFormat, Utc};
+use chrono::SecondsFormat;
 use lambda_http::{Body, Request, RequestExt, Response, http::StatusCode};
 use serde_json::Value;
 
 use crate::auth::{Authenticator, Caller};
+use crate::clock::Clock;
 use crate::config::{Config, ConfigError};
 use crate::domain::validate_proxy_id;
 use crate::error::ApiError;
@@ -18,13 +19,22 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 pub struct App {
     pub store: Store,
     pub auth: Authenticator,
+    /// The one source of "now" (pinned in tests).
+    pub clock: Clock,
 }
 
 impl App {
+    /// The app on the system clock.
     pub fn new(config: &Config, client: aws_sdk_dynamodb::Client) -> Self {
+        Self::with_clock(config, client, Clock::system())
+    }
+
+    /// The app reading the time from `clock` (tests pin it).
+    pub fn with_clock(config: &Config, client: aws_sdk_dynamodb::Client, clock: Clock) -> Self {
         Self {
-            store: Store::new(client, &config.table_name),
-            auth: Authenticator::new(&config.auth),
+            store: Store::new(client, &config.table_name, clock.clone()),
+            auth: Authenticator::new(&config.auth, clock.clone()),
+            clock,
         }
     }
 
@@ -148,18 +158,17 @@ pub async fn owned_proxy(app: &App, caller: &Caller, proxy_id: &str) -> Result<P
     }
 }
 
-pub fn now_rfc3339() -> String {
-    Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
-}
-
-/// A success response: `body` plus the contract's `timestamp` and `tier`.
+/// A success response: `body` plus the contract's `timestamp` (the app's
+/// clock) and `tier`.
 pub fn success(
+    app: &App,
     status: StatusCode,
     caller: &Caller,
     mut body: Value,
 ) -> Result<Response<Body>, ApiError> {
     if let Value::Object(map) = &mut body {
-        map.insert("timestamp".into(), Value::String(now_rfc3339()));
+        let now = app.clock.now().to_rfc3339_opts(SecondsFormat::Millis, true);
+        map.insert("timestamp".into(), Value::String(now));
         map.insert("tier".into(), Value::String(caller.tier.as_str().into()));
     }
     Response::builder()

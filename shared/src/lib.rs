@@ -4,6 +4,7 @@
 
 pub mod aggregate;
 pub mod auth;
+pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod error;

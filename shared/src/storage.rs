@@ -33,6 +33,7 @@ use futures::{StreamExt, TryStreamExt, stream};
 use rand::Rng;
 
 use crate::auth::Tier;
+use crate::clock::Clock;
 use crate::domain::event::Event;
 use crate::domain::rollup::Rollup;
 use crate::error::ApiError;
@@ -103,6 +104,7 @@ pub struct RecordOutcome {
 pub struct Store {
     client: Client,
     table: String,
+    clock: Clock,
 }
 
 fn s(v: impl Into<String>) -> AttributeValue {
@@ -250,11 +252,17 @@ struct Chunk<'a> {
 }
 
 impl Store {
-    pub fn new(client: Client, table: impl Into<String>) -> Self {
+    pub fn new(client: Client, table: impl Into<String>, clock: Clock) -> Self {
         Self {
             client,
             table: table.into(),
+            clock,
         }
+    }
+
+    /// The clock the store (and the aggregation) reads "now" from.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     pub fn client(&self) -> &Client {

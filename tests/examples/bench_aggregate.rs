@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Instant;
 
-use chrono::{Duration, Utc};
+use chrono::Duration;
 use common::*;
 use proxy_metrics::aggregate;
 use proxy_metrics::auth::Tier;
@@ -51,7 +51,7 @@ fn event(i: usize, ts_ms: i64, samples: usize) -> Event {
 
 #[tokio::main]
 async fn main() {
-    let day = (Utc::now() - Duration::days(1)).date_naive();
+    let day = (proxy_metrics::clock::Clock::system().now() - Duration::days(1)).date_naive();
     let day_start = day
         .and_hms_opt(0, 0, 0)
         .unwrap()
@@ -94,7 +94,12 @@ async fn main() {
             .collect();
         h.app
             .store
-            .record_events(&format!("proxy-{p}"), &evs, Tier::Pro, Utc::now())
+            .record_events(
+                &format!("proxy-{p}"),
+                &evs,
+                Tier::Pro,
+                proxy_metrics::clock::Clock::system().now(),
+            )
             .await
             .unwrap();
     }

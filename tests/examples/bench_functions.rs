@@ -46,7 +46,11 @@ async fn next(State(s): State<Arc<Shared>>) -> (HeaderMap, String) {
                 "lambda-runtime-aws-request-id",
                 HeaderValue::from_static("bench-request"),
             );
-            let deadline = (Utc::now().timestamp_millis() + 60_000).to_string();
+            let deadline = (proxy_metrics::clock::Clock::system()
+                .now()
+                .timestamp_millis()
+                + 60_000)
+                .to_string();
             h.insert(
                 "lambda-runtime-deadline-ms",
                 HeaderValue::from_str(&deadline).unwrap(),
@@ -198,7 +202,7 @@ async fn main() {
     let token = token("bench-user", json!({"tier": "enterprise"}));
     assert_eq!(h.register(&token, "bench").await.0, 201);
     // 366 days of data, materialised, for the aggregation case.
-    let today = Utc::now().date_naive();
+    let today = proxy_metrics::clock::Clock::system().now().date_naive();
     let start = today - chrono::Duration::days(365);
     let seed: Vec<Event> = (0..366)
         .map(|d| {
@@ -214,7 +218,12 @@ async fn main() {
     for chunk in seed.chunks(300) {
         h.app
             .store
-            .record_events("bench", chunk, Tier::Enterprise, Utc::now())
+            .record_events(
+                "bench",
+                chunk,
+                Tier::Enterprise,
+                proxy_metrics::clock::Clock::system().now(),
+            )
             .await
             .unwrap();
     }
@@ -351,7 +360,9 @@ async fn main() {
             json!({}),
             json!({}),
             &token,
-            Some(json!({"proxyId": format!("cold-{run}-{}", Utc::now().timestamp_micros())})),
+            Some(
+                json!({"proxyId": format!("cold-{run}-{}", proxy_metrics::clock::Clock::system().now().timestamp_micros())}),
+            ),
         )
     };
 

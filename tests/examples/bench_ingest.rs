@@ -22,7 +22,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::{SecondsFormat, Utc};
+use chrono::SecondsFormat;
 use common::{Harness, Req, parts, user_token};
 use proxy_metrics::auth::Tier;
 use proxy_metrics::domain::event::{parse_event, parse_record_body};
@@ -77,7 +77,9 @@ async fn throughput(
     let proxy = format!("bench-{batch}-{clients}-{events}");
     let (status, b) = h.register(token, &proxy).await;
     assert_eq!(status, 201, "{b}");
-    let ts = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
+    let ts = proxy_metrics::clock::Clock::system()
+        .now()
+        .to_rfc3339_opts(SecondsFormat::Millis, true);
     let requests = events / batch;
     let mut per_client: Vec<Vec<lambda_http::Request>> = (0..clients).map(|_| Vec::new()).collect();
     for r in 0..requests {
@@ -108,7 +110,10 @@ async fn throughput(
         latencies.extend(l.expect("client task"));
     }
     let elapsed = started.elapsed();
-    let day = Utc::now().format("%Y-%m-%d").to_string();
+    let day = proxy_metrics::clock::Clock::system()
+        .now()
+        .format("%Y-%m-%d")
+        .to_string();
     let (_, b) = h.daily(token, &proxy, &day).await;
     assert_eq!(
         b["metrics"]["eventCount"],
@@ -169,10 +174,12 @@ async fn main() {
     }
 
     // ------------------------------------------------ CPU without storage
-    let ts = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
+    let ts = proxy_metrics::clock::Clock::system()
+        .now()
+        .to_rfc3339_opts(SecondsFormat::Millis, true);
     let bytes = body("cpu", 500, &ts, 0).to_string().into_bytes();
     let rounds = 20 * scale;
-    let now = Utc::now();
+    let now = proxy_metrics::clock::Clock::system().now();
     let mut parse = Duration::ZERO;
     let mut respond = Duration::ZERO;
     let mut response_bytes = 0;
@@ -191,7 +198,7 @@ async fn main() {
             .collect();
         let response = json!({"proxyId": "cpu", "recorded": events.len(), "duplicates": 0,
                               "events": events, "message": "Metrics recorded successfully",
-                              "timestamp": Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
+                              "timestamp": proxy_metrics::clock::Clock::system().now().to_rfc3339_opts(SecondsFormat::Millis, true),
                               "tier": "pro"})
         .to_string();
         response_bytes = response.len();

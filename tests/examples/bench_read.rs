@@ -90,7 +90,7 @@ async fn main() {
     let token = token("bench-user", serde_json::json!({"tier": "pro"}));
     assert_eq!(h.register(&token, "bench").await.0, 201);
     let mut rng = StdRng::seed_from_u64(1);
-    let today = Utc::now().date_naive();
+    let today = proxy_metrics::clock::Clock::system().now().date_naive();
     let start = today - Duration::days(DAYS - 1);
     // Events for 366 days, written through the storage layer (the API only
     // accepts the last 7 days).
@@ -105,7 +105,12 @@ async fn main() {
     for chunk in events.chunks(500) {
         h.app
             .store
-            .record_events("bench", chunk, Tier::Enterprise, Utc::now())
+            .record_events(
+                "bench",
+                chunk,
+                Tier::Enterprise,
+                proxy_metrics::clock::Clock::system().now(),
+            )
             .await
             .unwrap();
     }

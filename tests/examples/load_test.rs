@@ -21,7 +21,7 @@ fn env(name: &str, default: &str) -> String {
 }
 
 fn token(secret: &str, sub: &str) -> String {
-    let now = chrono::Utc::now().timestamp();
+    let now = proxy_metrics::clock::Clock::system().now().timestamp();
     jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
         &json!({"sub": sub, "exp": now + 3600, "tier": "pro"}),
@@ -168,7 +168,10 @@ async fn main() {
         .await
         .unwrap();
     let report: Value = r.json().await.unwrap_or_default();
-    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    let today = proxy_metrics::clock::Clock::system()
+        .now()
+        .format("%Y-%m-%d")
+        .to_string();
     let mut mismatches = 0;
     let (mut total_events, mut total_requests) = (0u64, 0u64);
     for (name, (events, requests)) in &expected {

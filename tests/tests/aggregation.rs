@@ -3,29 +3,21 @@
 
 mod common;
 
-use chrono::{Duration, NaiveDate, Utc};
+use chrono::NaiveDate;
 use common::*;
 use proxy_metrics::aggregate;
 use proxy_metrics::domain::rollup::Rollup;
 use serde_json::{Value, json};
 
 fn day_of(ago: i64) -> NaiveDate {
-    (Utc::now() - Duration::days(ago)).date_naive()
-}
-
-fn ts(ago_days: i64, hour: u32) -> String {
-    day_of(ago_days)
-        .and_hms_opt(hour, 0, 0)
-        .unwrap()
-        .and_utc()
-        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    day_ago(ago)
 }
 
 fn batch(prefix: &str, ago_days: i64, n: usize) -> Value {
     let events: Vec<Value> = (0..n)
         .map(|i| {
             json!({"eventType": "request", "eventId": format!("{prefix}-{i}"),
-                   "timestamp": ts(ago_days, (i % 20) as u32),
+                   "timestamp": iso(instant_on(day_of(ago_days), i, n, now())),
                    "healthy": i % 7 != 0,
                    "metrics": {"requestCount": 10 + i, "successCount": 10 + i,
                                "latencySamplesMs": [1.0 + i as f64, 2.0 * (1 + i) as f64],

@@ -4,15 +4,14 @@
 mod common;
 
 use aws_sdk_dynamodb::config::retry::RetryConfig;
-use chrono::Utc;
 use common::fault_proxy::{Fault, FaultConfig, FaultProxy};
 use common::*;
 use proxy_metrics::{App, aggregate};
 use serde_json::{Value, json};
 
 fn batch(prefix: &str, n: usize) -> Value {
-    let ts = (Utc::now() - chrono::Duration::minutes(1))
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    // today's events, whatever the hour (the reads below are of today)
+    let ts = iso(instant_on(now().date_naive(), 1, 2, now()));
     let events: Vec<Value> = (0..n)
         .map(|i| json!({"eventType": "request", "eventId": format!("{prefix}-{i}"), "timestamp": ts,
                          "metrics": {"requestCount": 3, "successCount": 3, "latencySamplesMs": [4.0, 8.0]}}))
@@ -29,9 +28,10 @@ async fn rig(seed: u64) -> (Harness, FaultProxy, App, String) {
         .to_builder()
         .retry_config(RetryConfig::standard().with_max_attempts(2))
         .build();
-    let app = App::new(
+    let app = App::with_clock(
         &config(&fault.endpoint, &[]),
         aws_sdk_dynamodb::Client::from_conf(conf),
+        h.app.clock.clone(),
     );
     let token = user_token("alice");
     for p in ["p1", "p2"] {
@@ -58,7 +58,7 @@ async fn a_run_whose_commits_fail_leaves_days_pending() {
     assert!(
         h.app
             .store
-            .stored_rollups("p1", Utc::now().date_naive(), Utc::now().date_naive())
+            .stored_rollups("p1", now().date_naive(), now().date_naive())
             .await
             .unwrap()
             .is_empty()
@@ -81,7 +81,7 @@ async fn a_run_whose_answers_are_lost_after_committing_is_harmless() {
     // the rollup is there and current: the rerun has nothing to do
     let rerun = aggregate::run_all(&app.store).await.unwrap();
     assert_eq!(rerun.events_read, 0);
-    let day = Utc::now().date_naive();
+    let day = now().date_naive();
     assert_eq!(
         h.app.store.stored_rollups("p1", day, day).await.unwrap()[&day]
             .1
@@ -126,7 +126,7 @@ async fn recording_and_aggregating_under_random_faults_end_exact() {
         aggregate::run_all(&app.store).await.unwrap();
     }
     assert_eq!(aggregate::run_all(&app.store).await.unwrap().events_read, 0);
-    let day = Utc::now().date_naive();
+    let day = now().date_naive();
     for (i, p) in ["p1", "p2"].iter().enumerate() {
         assert_eq!(today_counts(&h, &t, p).await, (sent[i], sent[i] * 3));
         let stored = h.app.store.stored_rollups(p, day, day).await.unwrap();

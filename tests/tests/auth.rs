@@ -49,7 +49,7 @@ fn jwks(keys: Vec<Jwk>) -> String {
 }
 
 fn claims(sub: &str, extra: Value) -> Value {
-    let now = chrono::Utc::now().timestamp();
+    let now = now().timestamp();
     let mut claims = json!({"sub": sub, "exp": now + 3600, "iat": now});
     if let (Value::Object(c), Value::Object(e)) = (&mut claims, extra) {
         for (k, v) in e {
@@ -334,7 +334,11 @@ impl StoreCounter {
 /// An app on the harness's store whose storage calls go through a counter.
 async fn counted_app(h: &Harness) -> (App, StoreCounter) {
     let counter = StoreCounter::start(&h.endpoint).await;
-    let app = App::new(&config(&h.endpoint, &[]), sdk_client(&counter.endpoint));
+    let app = App::with_clock(
+        &config(&h.endpoint, &[]),
+        sdk_client(&counter.endpoint),
+        h.app.clock.clone(),
+    );
     (app, counter)
 }
 
@@ -489,7 +493,7 @@ async fn inline_jwks_accepts_rs256_and_es256_only() {
 #[tokio::test]
 async fn hs256_config_refuses_other_algorithms_and_bad_tokens() {
     let h = Harness::start().await;
-    let now = chrono::Utc::now().timestamp();
+    let now = now().timestamp();
     let hs = |extra: Value| token("alice", extra);
     let c = claims("alice", json!({}));
     let forged = sign(Algorithm::HS256, None, b"not-the-secret-0123456789", &c);

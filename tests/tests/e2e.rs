@@ -3,7 +3,15 @@
 
 mod common;
 
+use chrono::{DateTime, Utc};
+use proxy_metrics::clock::Clock;
 use serde_json::{Value, json};
+
+/// The local stack runs on the real clock, so this suite does too (never on
+/// the harness's pinned instant): every instant here comes from it.
+fn real_now() -> DateTime<Utc> {
+    Clock::system().now()
+}
 
 fn api() -> String {
     std::env::var("E2E_API_URL")
@@ -13,7 +21,7 @@ fn api() -> String {
 fn bearer(sub: &str) -> String {
     let secret =
         std::env::var("E2E_JWT_SECRET").unwrap_or_else(|_| "local-dev-secret-change-me".into());
-    let now = chrono::Utc::now().timestamp();
+    let now = real_now().timestamp();
     let claims = json!({"sub": sub, "exp": now + 600, "tier": "pro"});
     let token = jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
@@ -54,6 +62,10 @@ async fn register_record_read_over_http() {
     let proxy = format!("e2e-{}", &run[..12]);
     let owner = bearer(&format!("owner-{run}"));
     let other = bearer(&format!("other-{run}"));
+    // The event is dated explicitly and read back on its own day, so a run
+    // that straddles midnight reads the day it wrote.
+    let at = real_now();
+    let today = common::day_str(at.date_naive());
 
     let (s, b) = call(
         reqwest::Method::POST,
@@ -70,6 +82,7 @@ async fn register_record_read_over_http() {
         Some(&owner),
         Some(
             json!({"eventType": "request", "eventId": format!("ev-{run}"),
+                    "timestamp": common::iso(at),
                     "metrics": {"requestCount": 10, "successCount": 9, "errorCount": 1,
                                 "totalLatencyMs": 250, "dataTransferredBytes": 1000}}),
         ),
@@ -92,7 +105,6 @@ async fn register_record_read_over_http() {
     assert_eq!(s, 200, "{b}");
     assert_eq!(b["duplicates"], 1);
 
-    let today = common::today();
     let (s, b) = call(
         reqwest::Method::GET,
         &format!("/proxy/metrics/{proxy}/daily/{today}"),
@@ -119,7 +131,7 @@ async fn register_record_read_over_http() {
 
     // the scheduled aggregation, invoked through the watcher's Lambda invoke API
     let scheduled = json!({"version": "0", "id": run, "detail-type": "Scheduled Event",
-        "source": "aws.scheduler", "account": "000000000000", "time": common::now_rfc3339(),
+        "source": "aws.scheduler", "account": "000000000000", "time": common::iso(real_now()),
         "region": "us-east-1", "resources": [], "detail": {}});
     let (s, report) = call(
         reqwest::Method::POST,

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::config::retry::RetryConfig;
-use chrono::{SecondsFormat, Utc};
+use chrono::SecondsFormat;
 use common::fault_proxy::{Fault, FaultConfig, FaultProxy};
 use common::*;
 use proxy_metrics::App;
@@ -42,9 +42,10 @@ fn deployed_like_client(endpoint: &str) -> aws_sdk_dynamodb::Client {
 async fn rig(seed: u64) -> Rig {
     let h = Harness::start().await;
     let fault = FaultProxy::start(&h.endpoint, seed).await;
-    let app = App::new(
+    let app = App::with_clock(
         &config(&fault.endpoint, &[]),
         deployed_like_client(&fault.endpoint),
+        h.app.clock.clone(),
     );
     let token = user_token("alice");
     let (status, body) = h.register(&token, PROXY).await;
@@ -76,7 +77,7 @@ fn event(id: &str, ts: &str, requests: u64) -> Value {
 }
 
 fn now_minus_a_minute() -> (String, String) {
-    let t = Utc::now() - chrono::Duration::minutes(1);
+    let t = now() - chrono::Duration::minutes(1);
     (
         t.to_rfc3339_opts(SecondsFormat::Millis, true),
         t.format("%Y-%m-%d").to_string(),

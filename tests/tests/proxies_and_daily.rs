@@ -118,10 +118,7 @@ async fn authentication_failures_are_401() {
         Some("Bearer not-a-jwt".to_string()),
         Some(format!(
             "Bearer {}",
-            token(
-                "alice",
-                json!({"exp": chrono::Utc::now().timestamp() - 3600})
-            )
+            token("alice", json!({"exp": now().timestamp() - 3600}))
         )),
         Some(format!("Bearer {}x", user_token("alice"))),
     ];

@@ -3,7 +3,7 @@
 
 mod common;
 
-use chrono::{Duration, Utc};
+use chrono::Duration;
 use common::*;
 use proxy_metrics::handlers;
 use serde_json::{Value, json};
@@ -46,13 +46,11 @@ async fn summary(h: &Harness, token: &str, proxy: &str) -> (u16, Value) {
 }
 
 fn days_ago(n: i64) -> String {
-    (Utc::now() - Duration::days(n))
-        .format("%Y-%m-%d")
-        .to_string()
+    (now() - Duration::days(n)).format("%Y-%m-%d").to_string()
 }
 
 fn at_days_ago(n: i64, hour: u32) -> String {
-    let day = (Utc::now() - Duration::days(n)).date_naive();
+    let day = (now() - Duration::days(n)).date_naive();
     day.and_hms_opt(hour, 0, 0)
         .unwrap()
         .and_utc()
@@ -175,7 +173,7 @@ async fn summary_windows() {
     let h = Harness::start().await;
     let t = user_token("alice");
     h.register(&t, "p1").await;
-    let now = Utc::now();
+    let now = now();
     let iso = |d: Duration| (now - d).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let batch = json!({"events": [
         {"eventType": "request", "timestamp": iso(Duration::minutes(10)),

@@ -66,7 +66,7 @@ fn day_of(t: DateTime<Utc>) -> String {
 
 /// An instant safely inside the accepted window, and its day.
 fn recent() -> (DateTime<Utc>, String) {
-    let t = Utc::now() - Duration::minutes(1);
+    let t = now() - Duration::minutes(1);
     (t, day_of(t))
 }
 
@@ -122,7 +122,7 @@ fn invalid_events(ts: &str) -> Vec<(&'static str, Value, &'static str)> {
                                   "minLatencyMs": 5, "maxLatencyMs": 50,
                                   "latencySamplesMs": [5, 10, 50]}});
     let b = || base.clone();
-    let now = Utc::now();
+    let now = now();
     vec![
         (
             "unknown eventType",
@@ -596,7 +596,7 @@ async fn request_level_rejections() {
 #[tokio::test]
 async fn accepted_edge_values_are_recorded_as_given() {
     let c = setup().await;
-    let now = Utc::now();
+    let now = now();
     let t = now - Duration::minutes(2);
     let day = day_of(t);
     let id128 = "a".repeat(64) + &"Z9._:-".repeat(10) + "0123";
@@ -1049,7 +1049,7 @@ async fn concurrent_identical_retries_count_each_event_once() {
 #[tokio::test]
 async fn write_units_per_event() {
     let c = setup().await;
-    let now = Utc::now();
+    let now = now();
     let ts = rfc3339(now - Duration::minutes(1));
     let store = &c.h.app.store;
     let mut report = Vec::new();

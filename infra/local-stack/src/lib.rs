@@ -129,6 +129,13 @@ pub fn spawn_server(
     tokio::spawn(dynoxide::server::serve_on(listener, db))
 }
 
+/// The real time: the local stack (demo tokens, the emulated schedule) runs
+/// on the wall clock, like a deployment.
+#[allow(clippy::disallowed_methods)]
+pub fn wall_clock() -> chrono::DateTime<chrono::Utc> {
+    chrono::Utc::now()
+}
+
 /// Claims of the demo token the local stack prints.
 #[derive(serde::Serialize)]
 struct DemoClaims<'a> {
@@ -140,7 +147,7 @@ struct DemoClaims<'a> {
 
 /// An HS256 user token (all scopes) for `sub`, valid for `days`.
 pub fn demo_token(secret: &str, sub: &str, tier: &str, days: i64) -> Result<String, String> {
-    let now = chrono::Utc::now().timestamp();
+    let now = wall_clock().timestamp();
     jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
         &DemoClaims {

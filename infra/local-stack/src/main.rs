@@ -164,7 +164,7 @@ async fn invoke_aggregation(api_port: u64) {
     let event = serde_json::json!({
         "version": "0", "id": uuid_like(), "detail-type": "Scheduled Event",
         "source": "aws.scheduler", "account": "000000000000",
-        "time": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "time": local_stack::wall_clock().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         "region": "us-east-1", "resources": [], "detail": {}
     });
     let path = format!("/2015-03-31/functions/{AGGREGATE_FUNCTION}/invocations");
@@ -177,7 +177,9 @@ async fn invoke_aggregation(api_port: u64) {
 fn uuid_like() -> String {
     format!(
         "{:x}",
-        chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
+        local_stack::wall_clock()
+            .timestamp_nanos_opt()
+            .unwrap_or_default()
     )
 }
 

@@ -1,4 +1,3 @@
-use chrono::Utc;
 use lambda_http::{Body, Request, Response, http::StatusCode};
 use serde_json::{Value, json};
 
@@ -36,10 +35,11 @@ pub async fn register_proxy(app: &App, request: Request) -> Response<Body> {
             proxy_id,
             name,
             owner_id: caller.user_id.clone(),
-            registered_at: Utc::now(),
+            registered_at: app.clock.now(),
         };
         app.store.register_proxy(&proxy).await?;
         success(
+            app,
             StatusCode::CREATED,
             &caller,
             json!({"proxy": proxy.to_json()}),
@@ -58,6 +58,7 @@ pub async fn list_proxies(app: &App, request: Request) -> Response<Body> {
         }
         let list: Vec<Value> = proxies.iter().map(Proxy::to_json).collect();
         success(
+            app,
             StatusCode::OK,
             &caller,
             json!({"count": list.len(), "proxies": list}),

@@ -1,4 +1,4 @@
-use chrono::{DateTime, Duration, NaiveDate, SecondsFormat, Utc};
+use chrono::{DateTime, Duration, NaiveDate, SecondsFormat};
 use lambda_http::{Body, Request, Response, http::StatusCode};
 use serde_json::{Value, json};
 
@@ -66,9 +66,10 @@ pub async fn get_daily_metrics(app: &App, request: Request) -> Response<Body> {
         let metrics = days.get(&day).cloned().unwrap_or_default().daily_json(
             day,
             Some(proxy.registered_at),
-            Utc::now(),
+            app.clock.now(),
         );
         success(
+            app,
             StatusCode::OK,
             &caller,
             json!({"proxyId": proxy.proxy_id, "date": day_str(day), "metrics": metrics}),
@@ -85,7 +86,7 @@ pub async fn get_daily_range(app: &App, request: Request) -> Response<Body> {
         let end = query_day(&request, "endDate")?;
         check_range(&caller, start, end, ("startDate", "endDate"))?;
         let days = app.store.read_days(&proxy.proxy_id, start, end).await?;
-        let now = Utc::now();
+        let now = app.clock.now();
         let empty = Default::default();
         let metrics: Vec<Value> = days_inclusive(start, end)
             .map(|day| {
@@ -95,6 +96,7 @@ pub async fn get_daily_range(app: &App, request: Request) -> Response<Body> {
             })
             .collect();
         success(
+            app,
             StatusCode::OK,
             &caller,
             json!({
@@ -117,8 +119,15 @@ pub async fn get_aggregation(app: &App, request: Request) -> Response<Body> {
         let end = query_day(&request, "periodEnd")?;
         check_range(&caller, start, end, ("periodStart", "periodEnd"))?;
         let days = app.store.read_days(&proxy.proxy_id, start, end).await?;
-        let metrics = aggregation_json(&days, start, end, Some(proxy.registered_at), Utc::now());
+        let metrics = aggregation_json(
+            &days,
+            start,
+            end,
+            Some(proxy.registered_at),
+            app.clock.now(),
+        );
         success(
+            app,
             StatusCode::OK,
             &caller,
             json!({
@@ -140,7 +149,7 @@ fn rfc3339_ms(ms: i64) -> Option<String> {
 pub async fn get_summary(app: &App, request: Request) -> Response<Body> {
     respond(&request, async {
         let (caller, proxy) = reader(app, &request).await?;
-        let now = Utc::now();
+        let now = app.clock.now();
         let now_ms = now.timestamp_millis();
         let hour_ago = (now - Duration::hours(1)).timestamp_millis();
         let day_ago = (now - Duration::hours(24)).timestamp_millis();
@@ -183,6 +192,7 @@ pub async fn get_summary(app: &App, request: Request) -> Response<Body> {
         let last_event_at = latest.last_event_ms.and_then(rfc3339_ms);
         let concurrent = latest.latest_concurrent.map(|(_, c)| c);
         success(
+            app,
             StatusCode::OK,
             &caller,
             json!({

@@ -1,4 +1,3 @@
-use chrono::Utc;
 use lambda_http::{Body, Request, Response, http::StatusCode};
 use serde_json::{Value, json};
 
@@ -18,7 +17,7 @@ pub async fn record_metrics(app: &App, request: Request) -> Response<Body> {
         crate::domain::validate_proxy_id(&proxy_id)?;
         caller.require_proxy(&proxy_id)?;
         // Validate before the ownership read: bad input costs no storage call.
-        let now = Utc::now();
+        let now = app.clock.now();
         let idempotency_key = header(&request, "idempotency-key")?;
         let body = parse_record_body(json_body(&request)?, idempotency_key.as_deref(), now)?;
         let proxy = owned_proxy(app, &caller, &proxy_id).await?;
@@ -65,7 +64,7 @@ pub async fn record_metrics(app: &App, request: Request) -> Response<Body> {
         } else {
             StatusCode::CREATED
         };
-        success(status, &caller, response)
+        success(app, status, &caller, response)
     })
     .await
 }

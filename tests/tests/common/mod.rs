@@ -7,14 +7,78 @@ pub mod fault_proxy;
 
 use std::collections::HashMap;
 
+use std::sync::OnceLock;
+
 use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
+use chrono::{DateTime, Duration, NaiveDate, NaiveTime, SecondsFormat, Utc};
 use lambda_http::{Body, Request, Response};
 use proxy_metrics::App;
+use proxy_metrics::clock::Clock;
 use proxy_metrics::config::Config;
 use serde_json::{Value, json};
 
 pub const SECRET: &str = "test-secret-0123456789abcdef";
 pub const TABLE: &str = "proxy-metrics-test";
+
+/// The variable that runs the in-process suite as if it were another time:
+/// `HH:MM` (today, UTC, at that time of day) or a full RFC 3339 instant.
+pub const TEST_NOW_VARIABLE: &str = "PROXY_METRICS_TEST_NOW";
+
+/// The instant handler tests run at unless they pin their own: the real time
+/// when the test binary started, or [`TEST_NOW_VARIABLE`]. Every timestamp a
+/// test builds is relative to it, never "today at hour H" of the wall clock.
+pub fn now() -> DateTime<Utc> {
+    static NOW: OnceLock<DateTime<Utc>> = OnceLock::new();
+    *NOW.get_or_init(|| {
+        #[allow(clippy::disallowed_methods)] // the default pinned instant is the real one
+        let real = Utc::now();
+        match std::env::var(TEST_NOW_VARIABLE) {
+            Ok(v) if !v.trim().is_empty() => parse_test_now(v.trim(), real).unwrap_or_else(|| {
+                panic!(
+                    "{TEST_NOW_VARIABLE}={v:?}: expected HH:MM[:SS] (UTC) or an RFC 3339 instant"
+                )
+            }),
+            _ => real,
+        }
+    })
+}
+
+/// `HH:MM[:SS]` on the real day, or an RFC 3339 instant.
+pub fn parse_test_now(value: &str, real: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    if let Ok(at) = DateTime::parse_from_rfc3339(value) {
+        return Some(at.with_timezone(&Utc));
+    }
+    let time = NaiveTime::parse_from_str(value, "%H:%M:%S%.f")
+        .or_else(|_| NaiveTime::parse_from_str(value, "%H:%M"))
+        .ok()?;
+    Some(real.date_naive().and_time(time).and_utc())
+}
+
+/// The instant `at` as the API writes it.
+pub fn iso(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+pub fn day_str(day: NaiveDate) -> String {
+    day.format("%Y-%m-%d").to_string()
+}
+
+/// The UTC day `ago` days before [`now`].
+pub fn day_ago(ago: i64) -> NaiveDate {
+    (now() - Duration::days(ago)).date_naive()
+}
+
+/// The `i`-th of `n` instants spread over the part of `day` that the API
+/// accepts events for at `now` (not before the 7-day late window, not after
+/// `now`): whatever the hour, they all land on `day`.
+pub fn instant_on(day: NaiveDate, i: usize, n: usize, now: DateTime<Utc>) -> DateTime<Utc> {
+    let day_start = day.and_time(NaiveTime::MIN).and_utc();
+    let from = day_start.max(now - Duration::days(7) + Duration::minutes(1));
+    let to = (day_start + Duration::days(1) - Duration::milliseconds(1)).min(now);
+    assert!(from <= to, "{day} has no instant the API accepts at {now}");
+    let span = (to - from).num_milliseconds();
+    from + Duration::milliseconds(span * i as i64 / n.max(1) as i64)
+}
 
 pub struct Harness {
     pub app: App,
@@ -52,17 +116,27 @@ pub fn sdk_client(endpoint: &str) -> aws_sdk_dynamodb::Client {
 }
 
 impl Harness {
+    /// A harness whose clock is pinned at [`now`].
     pub async fn start() -> Self {
         Self::start_with(&[]).await
     }
 
+    /// A harness whose clock is pinned at `at`.
+    pub async fn start_at(at: DateTime<Utc>) -> Self {
+        Self::start_with_at(&[], at).await
+    }
+
     pub async fn start_with(extra: &[(&str, &str)]) -> Self {
+        Self::start_with_at(extra, now()).await
+    }
+
+    pub async fn start_with_at(extra: &[(&str, &str)], at: DateTime<Utc>) -> Self {
         let db = local_stack::memory_database(TABLE).expect("table from template");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let endpoint = format!("http://{}", listener.local_addr().unwrap());
         let server = local_stack::spawn_server(listener, db);
         let client = sdk_client(&endpoint);
-        let app = App::new(&config(&endpoint, extra), client.clone());
+        let app = App::with_clock(&config(&endpoint, extra), client.clone(), Clock::pinned(at));
         Self {
             app,
             client,
@@ -72,9 +146,14 @@ impl Harness {
     }
 }
 
-/// An HS256 token for `sub` with extra claims merged in (`exp` defaults to +1 h).
+/// An HS256 token for `sub` issued at [`now`], extra claims merged in (`exp` defaults to +1 h).
 pub fn token(sub: &str, extra: Value) -> String {
-    let now = chrono::Utc::now().timestamp();
+    token_at(sub, extra, now())
+}
+
+/// An HS256 token for `sub` issued at `at` (for a harness pinned there).
+pub fn token_at(sub: &str, extra: Value, at: DateTime<Utc>) -> String {
+    let now = at.timestamp();
     let mut claims = json!({"sub": sub, "exp": now + 3600, "iat": now});
     if let (Value::Object(c), Value::Object(e)) = (&mut claims, extra) {
         c.extend(e);
@@ -233,12 +312,13 @@ impl Harness {
     }
 }
 
+/// [`now`]'s day.
 pub fn today() -> String {
-    chrono::Utc::now().format("%Y-%m-%d").to_string()
+    day_str(now().date_naive())
 }
 
 pub fn now_rfc3339() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    iso(now())
 }
 
 /// Records through any `App` (e.g. one whose client goes through a fault
