@@ -21,6 +21,10 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// A sequenced batch skipped sequence numbers: the producer must send
+    /// `expected` next.
+    #[error("The batch skips sequence numbers: the next sequence of this producer is {expected}.")]
+    SequenceGap { expected: u64 },
     #[error("{0}")]
     PayloadTooLarge(String),
     #[error("{0}")]
@@ -44,7 +48,7 @@ impl ApiError {
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Conflict(_) | Self::SequenceGap { .. } => StatusCode::CONFLICT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RangeTooLarge(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::ServiceUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -60,6 +64,7 @@ impl ApiError {
             Self::Forbidden(_) => ("FORBIDDEN", "PROXY_METRICS_403"),
             Self::NotFound(_) => ("NOT_FOUND", "PROXY_METRICS_404"),
             Self::Conflict(_) => ("CONFLICT", "PROXY_METRICS_409"),
+            Self::SequenceGap { .. } => ("SEQUENCE_GAP", "PROXY_METRICS_409"),
             Self::PayloadTooLarge(_) => ("PAYLOAD_TOO_LARGE", "PROXY_METRICS_413"),
             Self::RangeTooLarge(_) => ("RANGE_TOO_LARGE", "PROXY_METRICS_422"),
             Self::ServiceUnavailable(_) => ("SERVICE_UNAVAILABLE", "PROXY_METRICS_503"),
@@ -96,6 +101,9 @@ impl ApiError {
         let mut body = json!({"error": kind, "message": self.public_message(), "code": code});
         if let (Self::Internal(_), Some(id)) = (&self, request_id) {
             body["requestId"] = json!(id);
+        }
+        if let Self::SequenceGap { expected } = &self {
+            body["expectedSequence"] = json!(expected);
         }
         let mut builder = Response::builder()
             .status(status)

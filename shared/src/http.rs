@@ -150,12 +150,23 @@ pub fn json_body(request: &Request) -> Result<&[u8], ApiError> {
 pub async fn owned_proxy(app: &App, caller: &Caller, proxy_id: &str) -> Result<Proxy, ApiError> {
     validate_proxy_id(proxy_id)?;
     caller.require_proxy(proxy_id)?;
-    match app.store.get_proxy(proxy_id).await? {
-        Some(proxy) if proxy.owner_id == caller.user_id => Ok(proxy),
-        _ => Err(ApiError::NotFound(format!(
-            "No proxy '{proxy_id}' was found."
-        ))),
+    let mut proxy = match app.store.get_proxy(proxy_id).await? {
+        Some(proxy) if proxy.owner_id == caller.user_id => proxy,
+        _ => {
+            return Err(ApiError::NotFound(format!(
+                "No proxy '{proxy_id}' was found."
+            )));
+        }
+    };
+    // The proxy keeps its owner's tier (it sets raw retention): a user token
+    // of another tier updates it; a proxy's own token never does.
+    if caller.proxy_id.is_none() && caller.tier != proxy.tier {
+        match app.store.update_proxy_tier(&proxy, caller.tier).await {
+            Ok(()) => proxy.tier = caller.tier,
+            Err(e) => tracing::warn!(proxy_id, error = %e, "recording the owner's tier failed"),
+        }
     }
+    Ok(proxy)
 }
 
 /// A success response: `body` plus the contract's `timestamp` (the app's

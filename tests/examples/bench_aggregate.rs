@@ -65,7 +65,7 @@ async fn main() {
         let t = Instant::now();
         let r = Rollup::of_events(day, &events);
         let secs = t.elapsed().as_secs_f64();
-        assert_eq!(r.event_count, 200_000);
+        assert_eq!(r.event_count(), 200_000);
         fold_rows.push((samples, events.len() as f64 / secs));
     }
     // Decoding the stored bodies is part of the compute too.
@@ -95,9 +95,11 @@ async fn main() {
         h.app
             .store
             .record_events(
-                &format!("proxy-{p}"),
+                proxy_metrics::storage::Destination {
+                    proxy_id: &format!("proxy-{p}"),
+                    retention_days: Tier::Pro.raw_retention_days(),
+                },
                 &evs,
-                Tier::Pro,
                 proxy_metrics::clock::Clock::system().now(),
             )
             .await

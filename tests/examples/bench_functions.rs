@@ -219,9 +219,11 @@ async fn main() {
         h.app
             .store
             .record_events(
-                "bench",
+                proxy_metrics::storage::Destination {
+                    proxy_id: "bench",
+                    retention_days: Tier::Enterprise.raw_retention_days(),
+                },
                 chunk,
-                Tier::Enterprise,
                 proxy_metrics::clock::Clock::system().now(),
             )
             .await

@@ -249,7 +249,14 @@ async fn main() {
         let outcome = h
             .app
             .store
-            .record_events("bench-wru", &events, Tier::Pro, now)
+            .record_events(
+                proxy_metrics::storage::Destination {
+                    proxy_id: "bench-wru",
+                    retention_days: Tier::Pro.raw_retention_days(),
+                },
+                &events,
+                now,
+            )
             .await
             .unwrap();
         println!(

@@ -106,9 +106,11 @@ async fn main() {
         h.app
             .store
             .record_events(
-                "bench",
+                proxy_metrics::storage::Destination {
+                    proxy_id: "bench",
+                    retention_days: Tier::Enterprise.raw_retention_days(),
+                },
                 chunk,
-                Tier::Enterprise,
                 proxy_metrics::clock::Clock::system().now(),
             )
             .await
@@ -162,12 +164,12 @@ async fn main() {
     let rollups = h
         .app
         .store
-        .stored_rollups("bench", start, today)
+        .stored_days("bench", start, today)
         .await
         .unwrap();
     let sizes: Vec<usize> = rollups
         .values()
-        .map(|(_, r)| proxy_metrics::storage::encode_body(r).unwrap().len())
+        .map(|d| proxy_metrics::storage::encode_body(&d.value).unwrap().len())
         .collect();
     let avg_size = sizes.iter().sum::<usize>() as f64 / sizes.len() as f64;
     let max_size = sizes.iter().max().copied().unwrap_or(0);
@@ -181,7 +183,7 @@ async fn main() {
         let mut r = Rollup::default();
         let mut s = LatencySketch::new();
         part.iter().for_each(|v| s.add(*v));
-        r.sketch = s;
+        r.stats.sketch = s;
         merged.merge(&r);
     }
     let mut sorted = samples.clone();
@@ -221,7 +223,7 @@ async fn main() {
             q * 100.0,
             exact(q),
             err(whole.quantile(q).unwrap(), q),
-            err(merged.percentile(q).unwrap(), q)
+            err(merged.stats.percentile(q).unwrap(), q)
         );
     }
 }

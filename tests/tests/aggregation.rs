@@ -1,12 +1,17 @@
-//! Scheduled aggregation: materialised rollups equal the read-your-writes
-//! answer; reruns, races, late events and concurrent runs never double-count.
+//! Scheduled aggregation: materialised days read exactly like unfolded ones;
+//! folding is incremental (no chunk read twice), exactly once under reruns,
+//! races and concurrent runs, isolated (a poisoned or a giant day holds back
+//! nobody), monotonic (a late event never shrinks a day), and retention
+//! follows the owner's tier.
 
 mod common;
 
-use chrono::NaiveDate;
+use aws_sdk_dynamodb::primitives::Blob;
+use aws_sdk_dynamodb::types::AttributeValue;
+use chrono::{Duration, NaiveDate};
 use common::*;
-use proxy_metrics::aggregate;
-use proxy_metrics::domain::rollup::Rollup;
+use proxy_metrics::aggregate::{self, RunLimits};
+use proxy_metrics::storage::{PENDING_SHARDS, combine_days, keys};
 use serde_json::{Value, json};
 
 fn day_of(ago: i64) -> NaiveDate {
@@ -30,20 +35,27 @@ fn batch(prefix: &str, ago_days: i64, n: usize) -> Value {
 
 /// The daily object without the fields that depend on the reading instant.
 async fn daily_metrics(h: &Harness, token: &str, proxy: &str, ago: i64) -> Value {
-    let (s, b) = h
-        .daily(token, proxy, &day_of(ago).format("%Y-%m-%d").to_string())
-        .await;
+    let (s, b) = h.daily(token, proxy, &day_str(day_of(ago))).await;
     assert_eq!(s, 200, "{b}");
-    let mut metrics = b["metrics"].clone();
-    if ago == 0 {
-        // today's uptime moves with the clock (the bucket in progress counts)
-        metrics["uptimePercentage"] = Value::Null;
-    }
-    metrics
+    b["metrics"].clone()
+}
+
+async fn stored_events(h: &Harness, proxy: &str, day: NaiveDate) -> Option<u64> {
+    h.app
+        .store
+        .stored_days(proxy, day, day)
+        .await
+        .unwrap()
+        .get(&day)
+        .map(|d| d.value.rollup.event_count())
+}
+
+async fn pending_count(h: &Harness, proxy: &str) -> usize {
+    h.app.store.pending_chunks_of(proxy).await.unwrap().len()
 }
 
 #[tokio::test]
-async fn materialised_days_read_exactly_like_raw_days() {
+async fn materialised_days_read_exactly_like_unfolded_ones() {
     let h = Harness::start().await;
     let t = user_token("alice");
     h.register(&t, "p1").await;
@@ -61,14 +73,11 @@ async fn materialised_days_read_exactly_like_raw_days() {
     assert_eq!(report.proxies_processed, 2);
     assert_eq!(report.days_materialized, 3);
     assert_eq!(report.events_read, 160);
-    // the rollups exist and are current
-    let stored = h
-        .app
-        .store
-        .stored_rollups("p1", day_of(1), day_of(0))
-        .await
-        .unwrap();
-    assert_eq!(stored.len(), 2);
+    assert_eq!((report.days_failed, report.days_quarantined), (0, 0));
+    // the days are materialised and nothing is pending any more
+    assert_eq!(stored_events(&h, "p1", day_of(1)).await, Some(120));
+    assert_eq!(stored_events(&h, "p1", day_of(0)).await, Some(30));
+    assert_eq!(pending_count(&h, "p1").await, 0);
     let after = [
         daily_metrics(&h, &t, "p1", 1).await,
         daily_metrics(&h, &t, "p1", 0).await,
@@ -90,7 +99,7 @@ async fn materialised_days_read_exactly_like_raw_days() {
 }
 
 #[tokio::test]
-async fn late_events_reopen_their_day() {
+async fn late_events_are_folded_incrementally() {
     let h = Harness::start().await;
     let t = user_token("alice");
     h.register(&t, "p1").await;
@@ -101,43 +110,35 @@ async fn late_events_reopen_their_day() {
     // a late event for the materialised day is visible at once…
     h.record(&t, "p1", batch("late", 3, 2)).await;
     assert_eq!(daily_metrics(&h, &t, "p1", 3).await["eventCount"], 7);
-    // …and the next run materialises it
+    // …and the next run folds only what is new: the two late events
     let report = aggregate::run_all(&h.app.store).await.unwrap();
-    assert_eq!((report.days_materialized, report.events_read), (1, 7));
-    let stored = h
-        .app
-        .store
-        .stored_rollups("p1", day_of(3), day_of(3))
-        .await
-        .unwrap();
-    assert_eq!(stored[&day_of(3)].1.event_count, 7);
+    assert_eq!((report.days_materialized, report.events_read), (1, 2));
+    assert_eq!(stored_events(&h, "p1", day_of(3)).await, Some(7));
 }
 
 #[tokio::test]
-async fn a_write_racing_materialisation_keeps_the_day_pending() {
+async fn a_fold_racing_a_read_counts_every_part_once() {
     let h = Harness::start().await;
     let t = user_token("alice");
     h.register(&t, "p1").await;
     h.record(&t, "p1", batch("a", 1, 4)).await;
     let store = &h.app.store;
     let day = day_of(1);
-
-    // The aggregator read version v and the events…
-    let v = store.day_version("p1", day).await.unwrap().unwrap();
-    let stale = Rollup::of_events(day, &store.day_events("p1", day).await.unwrap());
-    // …then an event lands before it commits…
-    h.record(&t, "p1", batch("b", 1, 1)).await;
-    // …so its commit is refused and nothing is lost.
-    assert!(!store.materialise_day("p1", day, v, &stale).await.unwrap());
-    assert_eq!(daily_metrics(&h, &t, "p1", 1).await["eventCount"], 5);
-    // A crash at this point (nothing committed) is just a rerun:
-    let report = aggregate::run_all(&h.app.store).await.unwrap();
-    assert_eq!(report.days_materialized, 1);
-    assert_eq!(daily_metrics(&h, &t, "p1", 1).await["eventCount"], 5);
-    // A run that dies after committing (its report lost) is followed by an idle one.
-    let again = aggregate::run_all(&h.app.store).await.unwrap();
-    assert_eq!(again.events_read, 0);
-    assert_eq!(daily_metrics(&h, &t, "p1", 1).await["eventCount"], 5);
+    // A reader took the pending chunks, then the aggregation folded them
+    // (and deleted them), then the reader took the days: counted once.
+    let pending = store.pending_chunks_of("p1").await.unwrap();
+    assert_eq!(pending.len(), 1);
+    aggregate::run_all(store).await.unwrap();
+    assert_eq!(pending_count(&h, "p1").await, 0);
+    let stored = store.stored_days("p1", day, day).await.unwrap();
+    let seen = combine_days(&pending, &stored, day, day).unwrap();
+    assert_eq!(seen[&day].event_count(), 4);
+    // A reader that took the days before the fold: counted once too.
+    h.record(&t, "p1", batch("b", 1, 3)).await;
+    let pending = store.pending_chunks_of("p1").await.unwrap();
+    let stored = store.stored_days("p1", day, day).await.unwrap();
+    let seen = combine_days(&pending, &stored, day, day).unwrap();
+    assert_eq!(seen[&day].event_count(), 7);
 }
 
 #[tokio::test]
@@ -149,7 +150,8 @@ async fn concurrent_runs_and_writes_end_exact() {
         h.record(&t, p, batch(p, 0, 40)).await;
     }
     let store = &h.app.store;
-    let runs = futures::future::join3(
+    let runs = futures::future::join4(
+        aggregate::run_all(store),
         aggregate::run_all(store),
         aggregate::run_all(store),
         h.record(&t, "p1", batch("extra", 0, 10)),
@@ -157,7 +159,8 @@ async fn concurrent_runs_and_writes_end_exact() {
     .await;
     runs.0.unwrap();
     runs.1.unwrap();
-    assert_eq!(runs.2.0, 201);
+    runs.2.unwrap();
+    assert_eq!(runs.3.0, 201);
     aggregate::run_all(store).await.unwrap();
     let idle = aggregate::run_all(store).await.unwrap();
     assert_eq!(idle.events_read, 0);
@@ -173,48 +176,336 @@ async fn concurrent_runs_and_writes_end_exact() {
         assert_eq!(m["eventCount"], 40);
         assert_eq!(m["requestCount"], expected_requests(40));
     }
-    let stored = store
-        .stored_rollups("p1", day_of(0), day_of(0))
+    assert_eq!(stored_events(&h, "p1", day_of(0)).await, Some(50));
+    // the buckets hold every event once as well
+    let buckets = store
+        .stored_buckets("p1", (day_of(0), 0), (day_of(0), 287))
         .await
         .unwrap();
-    assert_eq!(stored[&day_of(0)].1.event_count, 50);
+    let bucket_events: u64 = buckets
+        .values()
+        .map(|b| b.value.bucket.stats.event_count)
+        .sum();
+    assert_eq!(bucket_events, 50);
 }
 
 #[tokio::test]
-async fn one_bad_day_does_not_hold_back_the_others() {
-    use aws_sdk_dynamodb::primitives::Blob;
-    use aws_sdk_dynamodb::types::AttributeValue;
+async fn a_poisoned_day_is_quarantined_and_holds_back_nobody() {
     let h = Harness::start().await;
     let t = user_token("alice");
-    h.register(&t, "good").await;
-    h.register(&t, "bad").await;
+    for p in ["good", "bad"] {
+        h.register(&t, p).await;
+    }
     h.record(&t, "good", batch("g", 0, 5)).await;
     h.record(&t, "bad", batch("b", 0, 5)).await;
-    // a chunk whose body cannot be decoded (as after a bad deploy)
-    let day = day_of(0).format("%Y-%m-%d").to_string();
+    h.record(&t, "bad", batch("b2", 1, 5)).await;
+    // today's materialised item of "bad" cannot be decoded (as after a bad deploy)
+    let poison = keys::day("bad", day_of(0));
     h.client
         .put_item()
         .table_name(TABLE)
-        .item("pk", AttributeValue::S(format!("EVENTS#bad#{day}")))
-        .item("sk", AttributeValue::S("9999999999999#corrupt".into()))
+        .set_item(Some(poison.clone()))
+        .item("v", AttributeValue::N("1".into()))
         .item("body", AttributeValue::B(Blob::new(vec![0xff, 0x00])))
         .send()
         .await
         .unwrap();
-    assert!(aggregate::run_all(&h.app.store).await.is_err());
-    let good = h
-        .app
-        .store
-        .stored_rollups("good", day_of(0), day_of(0))
+    let store = &h.app.store;
+    for run in 1..=3 {
+        // once only the poisoned day is left, the run as a whole fails (so
+        // that the scheduler retries); its report says the same either way
+        let report = aggregate::run_all(store)
+            .await
+            .unwrap_or_else(|failed| failed.0);
+        assert_eq!(report.days_failed, 1, "run {run}: {report:?}");
+        assert_eq!(report.days_quarantined, u64::from(run == 3), "run {run}");
+        if run == 1 {
+            // the healthy days materialise in the same run
+            assert_eq!(report.days_materialized, 2, "{report:?}");
+            assert_eq!(stored_events(&h, "good", day_of(0)).await, Some(5));
+            assert_eq!(stored_events(&h, "bad", day_of(1)).await, Some(5));
+        }
+    }
+    // quarantined: skipped (not failed again), counted, kept pending; the
+    // run succeeds (nothing failed)
+    let report = aggregate::run_all(store).await.unwrap();
+    assert_eq!((report.days_failed, report.days_quarantined), (0, 1));
+    assert_eq!(pending_count(&h, "bad").await, 1);
+    let records = store.failure_records().await.unwrap();
+    assert!(records[&("bad".to_string(), day_str(day_of(0)))].quarantined);
+
+    // fixed (the bad item removed) and released: the day is whole again
+    h.client
+        .delete_item()
+        .table_name(TABLE)
+        .set_key(Some(poison))
+        .send()
         .await
         .unwrap();
-    assert_eq!(good[&day_of(0)].1.event_count, 5);
-    assert!(
+    let released = aggregate::invoke(
+        store,
+        &json!({"release": [{"proxyId": "bad", "date": day_str(day_of(0))}]}),
+        RunLimits::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(released["released"], 1);
+    let report = aggregate::run_all(store).await.unwrap();
+    assert_eq!((report.days_failed, report.days_materialized), (0, 1));
+    assert_eq!(stored_events(&h, "bad", day_of(0)).await, Some(5));
+    assert_eq!(pending_count(&h, "bad").await, 0);
+    assert!(store.failure_records().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn an_unreadable_chunk_is_isolated_and_the_run_reports() {
+    let h = Harness::start().await;
+    let t = user_token("alice");
+    for p in ["good", "bad"] {
+        h.register(&t, p).await;
+    }
+    h.record(&t, "good", batch("g", 0, 5)).await;
+    let sort_key = keys::pending_sort_key("bad", now().timestamp_millis(), "corrupt");
+    h.client
+        .put_item()
+        .table_name(TABLE)
+        .set_item(Some(keys::pending_chunk("bad", &sort_key)))
+        .item(
+            "body",
+            AttributeValue::B(Blob::new(vec![2, 0xff, 0xff, 0xff])),
+        )
+        .send()
+        .await
+        .unwrap();
+    let report = aggregate::run_all(&h.app.store).await.unwrap();
+    assert_eq!((report.days_materialized, report.days_failed), (1, 1));
+    // reading the proxy whose chunk is unreadable is an honest 500, not a wrong number
+    let (s, b) = h.daily(&t, "bad", &today()).await;
+    assert_error(s, &b, 500, "INTERNAL_SERVER_ERROR");
+    // only failures: the run itself fails, so that the scheduler retries
+    let failed = aggregate::run_all(&h.app.store).await.unwrap_err();
+    assert_eq!(failed.0.days_failed, 1);
+}
+
+#[tokio::test]
+async fn a_giant_day_does_not_hold_back_the_others() {
+    let h = Harness::start().await;
+    let t = user_token("alice");
+    h.register(&t, "giant").await;
+    let long = "x".repeat(1000);
+    // 12 requests (one chunk each) of 90 events with long, distinct error messages
+    for r in 0..12 {
+        let events: Vec<Value> = (0..90)
+            .map(|i| {
+                json!({"eventType": "error", "timestamp": iso(instant_on(now().date_naive(), i, 90, now())),
+                       "metrics": {"requestCount": 1, "errorCount": 1,
+                                   "errorMessage": format!("{r}-{i} {long}")}})
+            })
+            .collect();
+        assert_eq!(
+            h.record(&t, "giant", json!({"events": events})).await.0,
+            201
+        );
+    }
+    let healthy: Vec<String> = (0..6).map(|i| format!("tenant-{i}")).collect();
+    for p in &healthy {
+        h.register(&t, p).await;
+        h.record(&t, p, batch(p, 0, 3)).await;
+    }
+    // A run may take 4 of a proxy's chunks: the giant needs three runs, the
+    // others are all materialised in the first.
+    let limits = || RunLimits {
+        max_chunks_per_proxy: 4,
+        ..RunLimits::default()
+    };
+    let first = aggregate::run(&h.app.store, 0..PENDING_SHARDS, limits())
+        .await
+        .unwrap();
+    assert_eq!(first.proxies_processed, 7);
+    for p in &healthy {
+        assert_eq!(stored_events(&h, p, day_of(0)).await, Some(3), "{p}");
+    }
+    assert_eq!(stored_events(&h, "giant", day_of(0)).await, Some(360));
+    assert_eq!(pending_count(&h, "giant").await, 8);
+    // read-your-writes meanwhile: every event, folded or not
+    assert_eq!(daily_metrics(&h, &t, "giant", 0).await["eventCount"], 1080);
+    for _ in 0..2 {
+        aggregate::run(&h.app.store, 0..PENDING_SHARDS, limits())
+            .await
+            .unwrap();
+    }
+    assert_eq!(pending_count(&h, "giant").await, 0);
+    let m = daily_metrics(&h, &t, "giant", 0).await;
+    assert_eq!(
+        (m["eventCount"].clone(), m["errorCount"].clone()),
+        (json!(1080), json!(1080))
+    );
+    assert_eq!(m["topErrors"].as_array().unwrap().len(), 10);
+}
+
+#[tokio::test]
+async fn a_run_past_its_deadline_leaves_the_rest_pending() {
+    let h = Harness::start().await;
+    let t = user_token("alice");
+    h.register(&t, "p1").await;
+    h.record(&t, "p1", batch("a", 0, 5)).await;
+    let spent = RunLimits::within(std::time::Duration::ZERO);
+    let report = aggregate::run(&h.app.store, 0..PENDING_SHARDS, spent)
+        .await
+        .unwrap();
+    assert_eq!((report.proxies_processed, report.events_read), (0, 0));
+    assert_eq!(pending_count(&h, "p1").await, 1);
+    aggregate::run_all(&h.app.store).await.unwrap();
+    assert_eq!(pending_count(&h, "p1").await, 0);
+}
+
+#[tokio::test]
+async fn a_late_event_at_the_edge_of_retention_never_shrinks_a_day() {
+    let h = Harness::start().await;
+    let t = user_token("alice");
+    h.register(&t, "p1").await;
+    // the oldest day the API still takes events for (free tier: the late
+    // window is as long as raw retention)
+    let day = (now() - Duration::days(7) + Duration::minutes(30)).date_naive();
+    let events: Vec<Value> = (0..6)
+        .map(|i| {
+            json!({"eventType": "request", "timestamp": iso(instant_on(day, i, 6, now())),
+                        "metrics": {"requestCount": 1, "successCount": 1}})
+        })
+        .collect();
+    h.record(&t, "p1", json!({"events": events})).await;
+    aggregate::run_all(&h.app.store).await.unwrap();
+    assert_eq!(stored_events(&h, "p1", day).await, Some(6));
+    // Everything but the materialised days expires (as DynamoDB's TTL would
+    // delete raw state)…
+    for pk in [keys::bucket_partition("p1")] {
+        let items = h
+            .client
+            .query()
+            .table_name(TABLE)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", AttributeValue::S(pk))
+            .send()
+            .await
+            .unwrap();
+        for item in items.items() {
+            let key = [("pk", &item["pk"]), ("sk", &item["sk"])]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect();
+            h.client
+                .delete_item()
+                .table_name(TABLE)
+                .set_key(Some(key))
+                .send()
+                .await
+                .unwrap();
+        }
+    }
+    // …then a late event arrives for that day: the day keeps every event.
+    let late = json!({"eventType": "request", "timestamp": iso(instant_on(day, 5, 6, now())),
+                      "metrics": {"requestCount": 1, "successCount": 1}});
+    assert_eq!(h.record(&t, "p1", late).await.0, 201);
+    let report = aggregate::run_all(&h.app.store).await.unwrap();
+    assert_eq!(report.events_read, 1);
+    assert_eq!(stored_events(&h, "p1", day).await, Some(7));
+    assert_eq!(
+        daily_metrics(&h, &t, "p1", (now().date_naive() - day).num_days()).await["requestCount"],
+        7
+    );
+}
+
+/// The TTL of a proxy's buckets for `day`, in days after the day's end.
+async fn bucket_retention_days(h: &Harness, proxy: &str, day: NaiveDate) -> i64 {
+    let buckets = h
+        .client
+        .query()
+        .table_name(TABLE)
+        .key_condition_expression("pk = :pk")
+        .expression_attribute_values(":pk", AttributeValue::S(keys::bucket_partition(proxy)))
+        .send()
+        .await
+        .unwrap();
+    let expires: i64 = buckets.items()[0]["expiresAt"]
+        .as_n()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let day_end = (day + Duration::days(1))
+        .and_hms_opt(0, 0, 0)
+        .unwrap()
+        .and_utc()
+        .timestamp();
+    (expires - day_end) / 86_400
+}
+
+#[tokio::test]
+async fn retention_follows_the_owners_tier_not_the_proxy_token() {
+    let h = Harness::start().await;
+    let owner = token("owner", json!({"tier": "pro"}));
+    h.register(&owner, "edge").await;
+    // the proxy's own token carries no tier (it would count as free)
+    let proxy_token = token(
+        "owner",
+        json!({"proxy_id": "edge", "scope": "metrics:write"}),
+    );
+    let (s, b) = h.record(&proxy_token, "edge", batch("p", 0, 3)).await;
+    assert_eq!(s, 201, "{b}");
+    assert_eq!(b["tier"], "free", "the response shows the caller's tier");
+    aggregate::run_all(&h.app.store).await.unwrap();
+    // raw state is kept the late window (7 days) + the pro retention (30 days)
+    assert_eq!(bucket_retention_days(&h, "edge", day_of(0)).await, 7 + 30);
+    let (_, proxies) = {
+        let req = Req::new("GET", "/proxies").bearer(&owner).build();
+        let (s, b, _) = parts(proxy_metrics::handlers::list_proxies(&h.app, req).await);
+        (s, b)
+    };
+    assert_eq!(proxies["count"], 1);
+
+    // the owner moved to enterprise: the next request with their token records it
+    let enterprise = token("owner", json!({"tier": "enterprise"}));
+    assert_eq!(h.daily(&enterprise, "edge", &today()).await.0, 200);
+    let (s, _) = h.record(&proxy_token, "edge", batch("q", 1, 3)).await;
+    assert_eq!(s, 201);
+    aggregate::run_all(&h.app.store).await.unwrap();
+    assert_eq!(bucket_retention_days(&h, "edge", day_of(1)).await, 7 + 90);
+    assert_eq!(
         h.app
             .store
-            .stored_rollups("bad", day_of(0), day_of(0))
+            .get_proxy("edge")
             .await
             .unwrap()
-            .is_empty()
+            .unwrap()
+            .tier
+            .as_str(),
+        "enterprise"
     );
+}
+
+#[tokio::test]
+async fn fanned_out_runs_take_only_their_shards() {
+    let h = Harness::start().await;
+    let t = user_token("alice");
+    h.register(&t, "p1").await;
+    h.record(&t, "p1", batch("a", 0, 3)).await;
+    let shard = keys::pending_shard("p1");
+    let others: Vec<u32> = (0..PENDING_SHARDS).filter(|s| *s != shard).collect();
+    let report = aggregate::invoke(
+        &h.app.store,
+        &json!({"detail": {"shards": others}}),
+        RunLimits::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report["daysMaterialized"], 0);
+    let report = aggregate::invoke(
+        &h.app.store,
+        &json!({"detail": {"shards": [shard]}}),
+        RunLimits::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report["daysMaterialized"], 1);
+    assert_eq!(report["daysFailed"], 0);
+    assert!(report["durationMs"].is_u64());
 }

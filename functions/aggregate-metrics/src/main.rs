@@ -1,9 +1,11 @@
-//! Lambda `aggregate-metrics`: invoked by an EventBridge schedule; builds its
-//! dependencies once, then hands every event to `proxy_metrics::aggregate`.
+//! Lambda `aggregate-metrics`: invoked by an EventBridge schedule (or by an
+//! operator with a command); builds its dependencies once, then hands every
+//! payload to `proxy_metrics::aggregate::invoke`.
 
-use aws_lambda_events::eventbridge::EventBridgeEvent;
 use lambda_runtime::{Error, LambdaEvent, run, service_fn, tracing};
 use proxy_metrics::App;
+use proxy_metrics::aggregate::{RunLimits, invoke};
+use serde_json::Value;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -12,16 +14,15 @@ async fn main() -> Result<(), Error> {
         .await
         .inspect_err(|e| tracing::error!("{e}"))?;
     let app = &app;
-    run(service_fn(
-        move |event: LambdaEvent<EventBridgeEvent>| async move {
-            tracing::info!(id = ?event.payload.id, "scheduled aggregation");
-            // `{"detail": {"shards": [0, 1]}}` limits a run to those pending
-            // shards (fan-out); any other scheduled event runs them all.
-            let shards = proxy_metrics::aggregate::shards_from_detail(&event.payload.detail);
-            let report = proxy_metrics::aggregate::run(&app.store, shards).await?;
-            tracing::info!(?report, "aggregation done");
-            Ok::<_, Error>(serde_json::to_value(report)?)
-        },
-    ))
+    run(service_fn(move |event: LambdaEvent<Value>| async move {
+        // Any JSON object: a scheduled event, `{"detail": {"shards": [..]}}`,
+        // or a command (`release`, `migrate`).
+        let limits = RunLimits::for_invocation(&app.store, event.context.deadline);
+        let answer = Box::pin(invoke(&app.store, &event.payload, limits)).await;
+        answer.map_err(|e| {
+            tracing::error!(error = %e, "aggregate-metrics failed");
+            Error::from(e.to_string())
+        })
+    }))
     .await
 }

@@ -1,5 +1,12 @@
-//! Daily rollups: folding events into one UTC day's figures, merging days,
-//! and rendering the contract's daily object. Pure: no I/O, `now` is passed in.
+//! Rollups: the mergeable state every read is computed from.
+//!
+//! Nothing reads events one by one after they are recorded. A request's
+//! events are folded at ingestion into one [`DayPart`] per UTC day they fall
+//! on (per five-minute bucket: counts, sums, a latency sketch, health; per
+//! day: error-message counts), and everything downstream only merges:
+//! parts into a day's [`Rollup`] and into its five-minute [`Bucket`]s, days
+//! into periods, buckets into the summary's windows. Pure: no I/O, `now` is
+//! passed in.
 
 use std::collections::BTreeMap;
 
@@ -11,17 +18,20 @@ use super::event::Event;
 use super::sketch::LatencySketch;
 
 pub const BUCKETS_PER_DAY: usize = 288;
-const BUCKET_MS: i64 = 5 * 60 * 1000;
-const DAY_MS: i64 = 24 * 60 * 60 * 1000;
+pub const BUCKET_MS: i64 = 5 * 60 * 1000;
+pub const DAY_MS: i64 = 24 * 60 * 60 * 1000;
 /// How many distinct error messages a day keeps counts for. The contract
-/// shows ten; keeping more makes the top ten right when messages compete.
-const ERROR_MESSAGES_KEPT: usize = 32;
+/// shows ten; keeping more keeps the top ten right when messages compete.
+pub const ERROR_MESSAGES_KEPT: usize = 100;
+/// ... and at most this much message text (a stored item is at most 400 KB).
+pub const ERROR_TEXT_KEPT_BYTES: usize = 48 * 1024;
 const TOP_ERRORS_SHOWN: usize = 10;
+const HEALTHY_WORDS: usize = BUCKETS_PER_DAY.div_ceil(64);
 
-/// Everything a day's figures are computed from. Mergeable, so a day can be
-/// built from events one chunk at a time, and periods from days.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Rollup {
+/// Mergeable figures of a set of events: a five-minute bucket, a day, a
+/// window or a period.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Stats {
     pub event_count: u64,
     pub request_count: u64,
     pub success_count: u64,
@@ -39,14 +49,10 @@ pub struct Rollup {
     pub peak_concurrent: Option<u64>,
     pub concurrent_sum: u64,
     pub concurrent_reports: u64,
-    /// One bit per five-minute bucket of the day holding a healthy event.
-    pub healthy_buckets: Vec<u64>,
     pub first_event_ms: Option<i64>,
     pub last_event_ms: Option<i64>,
     /// `concurrentConnections` of the latest event that reported it.
     pub latest_concurrent: Option<(i64, u64)>,
-    /// errorMessage → number of events carrying it (bounded).
-    pub errors: BTreeMap<String, u64>,
 }
 
 fn opt_min(a: Option<f64>, b: Option<f64>) -> Option<f64> {
@@ -63,9 +69,9 @@ fn opt_max(a: Option<f64>, b: Option<f64>) -> Option<f64> {
     }
 }
 
-impl Rollup {
-    /// Adds one event. `day_start_ms` is the start of the event's UTC day.
-    pub fn add(&mut self, event: &Event, day_start_ms: i64) {
+impl Stats {
+    /// Adds one event.
+    pub fn add(&mut self, event: &Event) {
         // Counts are capped at 2^53 per event; sums saturate rather than wrap.
         self.event_count += 1;
         self.request_count = self.request_count.saturating_add(event.request_count);
@@ -130,12 +136,6 @@ impl Rollup {
                 self.latest_concurrent = Some((event.timestamp_ms, c));
             }
         }
-        if event.healthy {
-            let bucket = (event.timestamp_ms - day_start_ms).div_euclid(BUCKET_MS);
-            if (0..BUCKETS_PER_DAY as i64).contains(&bucket) {
-                self.set_healthy(bucket as usize);
-            }
-        }
         self.first_event_ms = Some(
             self.first_event_ms
                 .map_or(event.timestamp_ms, |f| f.min(event.timestamp_ms)),
@@ -144,47 +144,10 @@ impl Rollup {
             self.last_event_ms
                 .map_or(event.timestamp_ms, |l| l.max(event.timestamp_ms)),
         );
-        if let Some(message) = &event.error_message {
-            self.count_error(message, 1);
-        }
     }
 
-    fn set_healthy(&mut self, bucket: usize) {
-        if self.healthy_buckets.len() < BUCKETS_PER_DAY.div_ceil(64) {
-            self.healthy_buckets.resize(BUCKETS_PER_DAY.div_ceil(64), 0);
-        }
-        self.healthy_buckets[bucket / 64] |= 1 << (bucket % 64);
-    }
-
-    fn is_healthy(&self, bucket: usize) -> bool {
-        self.healthy_buckets
-            .get(bucket / 64)
-            .is_some_and(|w| w & (1 << (bucket % 64)) != 0)
-    }
-
-    fn count_error(&mut self, message: &str, n: u64) {
-        match self.errors.get_mut(message) {
-            Some(c) => *c += n,
-            None => {
-                self.errors.insert(message.to_string(), n);
-            }
-        }
-    }
-
-    /// Keeps the most frequent messages only, so a stored rollup stays small.
-    /// Called once a day's events are all folded, so the day's counts are exact.
-    fn bound_errors(&mut self) {
-        if self.errors.len() > ERROR_MESSAGES_KEPT {
-            let mut all: Vec<(String, u64)> =
-                std::mem::take(&mut self.errors).into_iter().collect();
-            all.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-            all.truncate(ERROR_MESSAGES_KEPT);
-            self.errors = all.into_iter().collect();
-        }
-    }
-
-    /// Merges another rollup of the same day (bucket bitmaps are OR-ed).
-    pub fn merge(&mut self, other: &Rollup) {
+    /// Merges the figures of another set of events.
+    pub fn merge(&mut self, other: &Stats) {
         self.event_count += other.event_count;
         self.request_count = self.request_count.saturating_add(other.request_count);
         self.success_count = self.success_count.saturating_add(other.success_count);
@@ -207,11 +170,6 @@ impl Rollup {
         };
         self.concurrent_sum = self.concurrent_sum.saturating_add(other.concurrent_sum);
         self.concurrent_reports += other.concurrent_reports;
-        for bucket in 0..BUCKETS_PER_DAY {
-            if other.is_healthy(bucket) {
-                self.set_healthy(bucket);
-            }
-        }
         self.first_event_ms = match (self.first_event_ms, other.first_event_ms) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -224,10 +182,6 @@ impl Rollup {
             (Some(a), Some(b)) => Some(if b.0 >= a.0 { b } else { a }),
             (a, b) => a.or(b),
         };
-        for (message, n) in &other.errors {
-            self.count_error(message, *n);
-        }
-        self.bound_errors();
     }
 
     pub fn success_rate(&self) -> Option<f64> {
@@ -246,6 +200,169 @@ impl Rollup {
         (self.concurrent_reports > 0)
             .then(|| self.concurrent_sum as f64 / self.concurrent_reports as f64)
     }
+}
+
+/// One five-minute bucket of one proxy's day.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Bucket {
+    pub stats: Stats,
+    /// At least one event in the bucket reported the proxy healthy.
+    pub healthy: bool,
+}
+
+impl Bucket {
+    pub fn merge(&mut self, other: &Bucket) {
+        self.stats.merge(&other.stats);
+        self.healthy |= other.healthy;
+    }
+}
+
+/// What one request's events add to one UTC day, pre-folded: this is what a
+/// recorded request stores instead of its events.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct DayPart {
+    /// Five-minute bucket of the day (0..288) → its figures.
+    pub buckets: BTreeMap<u16, Bucket>,
+    /// errorMessage → number of events carrying it (bounded, see [`bound_errors`]).
+    pub errors: BTreeMap<String, u64>,
+}
+
+impl DayPart {
+    /// Adds one event of the day starting at `day_start_ms`.
+    pub fn add(&mut self, event: &Event, day_start_ms: i64) {
+        let index = (event.timestamp_ms - day_start_ms)
+            .div_euclid(BUCKET_MS)
+            .clamp(0, BUCKETS_PER_DAY as i64 - 1) as u16;
+        let bucket = self.buckets.entry(index).or_default();
+        bucket.stats.add(event);
+        bucket.healthy |= event.healthy;
+        if let Some(message) = &event.error_message {
+            count_error(&mut self.errors, message, 1);
+        }
+    }
+
+    pub fn event_count(&self) -> u64 {
+        self.buckets.values().map(|b| b.stats.event_count).sum()
+    }
+
+    pub fn merge(&mut self, other: &DayPart) {
+        for (index, bucket) in &other.buckets {
+            self.buckets.entry(*index).or_default().merge(bucket);
+        }
+        for (message, n) in &other.errors {
+            count_error(&mut self.errors, message, *n);
+        }
+        bound_errors(&mut self.errors);
+    }
+}
+
+/// Folds validated events into one [`DayPart`] per UTC day they fall on.
+pub fn fold_events<'a>(
+    events: impl IntoIterator<Item = &'a Event>,
+) -> BTreeMap<NaiveDate, DayPart> {
+    let mut days: BTreeMap<NaiveDate, DayPart> = BTreeMap::new();
+    for event in events {
+        let day = event.day();
+        days.entry(day).or_default().add(event, day_start_ms(day));
+    }
+    for part in days.values_mut() {
+        bound_errors(&mut part.errors);
+    }
+    days
+}
+
+fn count_error(errors: &mut BTreeMap<String, u64>, message: &str, n: u64) {
+    match errors.get_mut(message) {
+        Some(c) => *c = c.saturating_add(n),
+        None => {
+            errors.insert(message.to_string(), n);
+        }
+    }
+}
+
+/// Keeps the most frequent messages only (at most [`ERROR_MESSAGES_KEPT`] and
+/// [`ERROR_TEXT_KEPT_BYTES`] of text), so stored state stays small. Counts
+/// are exact while a day has fewer distinct messages than that; beyond, the
+/// least frequent are dropped each time state is merged, so a message can
+/// only lose counts it had while it was outside the kept ones.
+pub fn bound_errors(errors: &mut BTreeMap<String, u64>) {
+    let text: usize = errors.keys().map(String::len).sum();
+    if errors.len() <= ERROR_MESSAGES_KEPT && text <= ERROR_TEXT_KEPT_BYTES {
+        return;
+    }
+    let mut all: Vec<(String, u64)> = std::mem::take(errors).into_iter().collect();
+    all.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let mut bytes = 0;
+    for (message, n) in all.into_iter().take(ERROR_MESSAGES_KEPT) {
+        bytes += message.len();
+        if bytes > ERROR_TEXT_KEPT_BYTES {
+            break;
+        }
+        errors.insert(message, n);
+    }
+}
+
+/// Everything a day's figures are computed from.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Rollup {
+    pub stats: Stats,
+    /// One bit per five-minute bucket of the day holding a healthy event.
+    pub healthy_buckets: Vec<u64>,
+    /// errorMessage → number of events carrying it (bounded).
+    pub errors: BTreeMap<String, u64>,
+}
+
+impl Rollup {
+    /// Adds what one request added to this day.
+    pub fn merge_part(&mut self, part: &DayPart) {
+        for (index, bucket) in &part.buckets {
+            self.stats.merge(&bucket.stats);
+            if bucket.healthy {
+                self.set_healthy(usize::from(*index));
+            }
+        }
+        for (message, n) in &part.errors {
+            count_error(&mut self.errors, message, *n);
+        }
+        bound_errors(&mut self.errors);
+    }
+
+    /// Merges another rollup (another day of a period, or the same day).
+    pub fn merge(&mut self, other: &Rollup) {
+        self.stats.merge(&other.stats);
+        for (word, bits) in other.healthy_buckets.iter().enumerate() {
+            if *bits != 0 {
+                self.healthy_words()[word] |= bits;
+            }
+        }
+        for (message, n) in &other.errors {
+            count_error(&mut self.errors, message, *n);
+        }
+        bound_errors(&mut self.errors);
+    }
+
+    fn healthy_words(&mut self) -> &mut Vec<u64> {
+        if self.healthy_buckets.len() < HEALTHY_WORDS {
+            self.healthy_buckets.resize(HEALTHY_WORDS, 0);
+        }
+        &mut self.healthy_buckets
+    }
+
+    fn set_healthy(&mut self, bucket: usize) {
+        if bucket < BUCKETS_PER_DAY {
+            self.healthy_words()[bucket / 64] |= 1 << (bucket % 64);
+        }
+    }
+
+    pub fn is_healthy(&self, bucket: usize) -> bool {
+        self.healthy_buckets
+            .get(bucket / 64)
+            .is_some_and(|w| w & (1 << (bucket % 64)) != 0)
+    }
+
+    pub fn event_count(&self) -> u64 {
+        self.stats.event_count
+    }
 
     /// (buckets holding a healthy event, buckets observed) for `day`, or
     /// `None` when the observed window is empty. See the contract's Uptime.
@@ -259,7 +376,7 @@ impl Rollup {
         let day_end = day_start + DAY_MS;
         let observed_from = match (
             registered_at.map(|r| r.timestamp_millis()),
-            self.first_event_ms,
+            self.stats.first_event_ms,
         ) {
             (Some(r), Some(f)) => r.min(f),
             (r, f) => r.or(f)?,
@@ -294,24 +411,25 @@ impl Rollup {
         let uptime = self
             .uptime_buckets(day, registered_at, now)
             .map(|(healthy, observed)| healthy as f64 / observed as f64 * 100.0);
+        let s = &self.stats;
         json!({
             "date": day.format("%Y-%m-%d").to_string(),
-            "eventCount": self.event_count,
-            "requestCount": self.request_count,
-            "successCount": self.success_count,
-            "errorCount": self.error_count,
-            "successRate": self.success_rate(),
-            "averageLatencyMs": self.average_latency_ms(),
-            "minLatencyMs": self.min_latency_ms,
-            "maxLatencyMs": self.max_latency_ms,
-            "p50LatencyMs": self.percentile(0.50),
-            "p95LatencyMs": self.percentile(0.95),
-            "p99LatencyMs": self.percentile(0.99),
-            "dataTransferredBytes": self.data_transferred_bytes,
-            "dataReceivedBytes": self.data_received_bytes,
-            "connectionCount": self.connection_count,
-            "peakConcurrentConnections": self.peak_concurrent.unwrap_or(0),
-            "averageConcurrentConnections": self.average_concurrent(),
+            "eventCount": s.event_count,
+            "requestCount": s.request_count,
+            "successCount": s.success_count,
+            "errorCount": s.error_count,
+            "successRate": s.success_rate(),
+            "averageLatencyMs": s.average_latency_ms(),
+            "minLatencyMs": s.min_latency_ms,
+            "maxLatencyMs": s.max_latency_ms,
+            "p50LatencyMs": s.percentile(0.50),
+            "p95LatencyMs": s.percentile(0.95),
+            "p99LatencyMs": s.percentile(0.99),
+            "dataTransferredBytes": s.data_transferred_bytes,
+            "dataReceivedBytes": s.data_received_bytes,
+            "connectionCount": s.connection_count,
+            "peakConcurrentConnections": s.peak_concurrent.unwrap_or(0),
+            "averageConcurrentConnections": s.average_concurrent(),
             "uptimePercentage": uptime,
             "topErrors": self.top_errors().into_iter()
                 .map(|(message, count)| json!({"message": message, "count": count}))
@@ -319,14 +437,17 @@ impl Rollup {
         })
     }
 
-    /// Folds events of one day.
+    /// Folds events of one day (tests and tools; the service folds requests
+    /// into [`DayPart`]s and merges those).
     pub fn of_events<'a>(day: NaiveDate, events: impl IntoIterator<Item = &'a Event>) -> Self {
         let start = day_start_ms(day);
-        let mut rollup = Self::default();
+        let mut part = DayPart::default();
         for e in events {
-            rollup.add(e, start);
+            part.add(e, start);
         }
-        rollup.bound_errors();
+        bound_errors(&mut part.errors);
+        let mut rollup = Self::default();
+        rollup.merge_part(&part);
         rollup
     }
 }
@@ -335,6 +456,11 @@ pub fn day_start_ms(day: NaiveDate) -> i64 {
     day.and_hms_opt(0, 0, 0)
         .map(|t| t.and_utc().timestamp_millis())
         .unwrap_or_default()
+}
+
+/// The instant a bucket of a day starts at.
+pub fn bucket_start_ms(day: NaiveDate, index: u16) -> i64 {
+    day_start_ms(day) + i64::from(index) * BUCKET_MS
 }
 
 /// Days from `start` to `end`, both inclusive.
@@ -354,14 +480,14 @@ pub fn aggregation_json(
     now: DateTime<Utc>,
 ) -> Value {
     let empty = Rollup::default();
-    let mut total = Rollup::default();
+    let mut total = Stats::default();
     let (mut healthy, mut observed) = (0u64, 0u64);
     let mut days_with_data = 0u64;
     for day in days_inclusive(start, end) {
         let rollup = days.get(&day).unwrap_or(&empty);
-        if rollup.event_count > 0 {
+        if rollup.stats.event_count > 0 {
             days_with_data += 1;
-            total.merge(rollup);
+            total.merge(&rollup.stats);
         }
         if let Some((h, o)) = rollup.uptime_buckets(day, registered_at, now) {
             healthy += h;
@@ -389,21 +515,56 @@ pub fn aggregation_json(
     })
 }
 
-/// One window of the summary (`lastHour`, `last24Hours`) from its events.
-pub fn window_json<'a>(events: impl IntoIterator<Item = &'a Event>) -> Value {
-    let mut r = Rollup::default();
-    for e in events {
-        r.add(e, e.timestamp_ms - e.timestamp_ms.rem_euclid(DAY_MS));
+/// The summary's windows, in whole five-minute buckets: the last hour is
+/// the 12 buckets up to and including the current one, the last 24 hours
+/// the 288 such buckets, and both also take the next bucket, where events
+/// dated up to 5 minutes ahead (a proxy's clock running fast) fall. So the
+/// last hour reaches back between 55 and 60 minutes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SummaryWindows {
+    /// Start of the oldest bucket of the last hour (ms).
+    pub last_hour_from_ms: i64,
+    /// Start of the oldest bucket of the last 24 hours (ms).
+    pub last_day_from_ms: i64,
+    /// Start of the newest bucket of both (ms).
+    pub to_ms: i64,
+}
+
+impl SummaryWindows {
+    pub fn at(now: DateTime<Utc>) -> Self {
+        let current = now.timestamp_millis().div_euclid(BUCKET_MS) * BUCKET_MS;
+        Self {
+            last_hour_from_ms: current - 11 * BUCKET_MS,
+            last_day_from_ms: current - (BUCKETS_PER_DAY as i64 - 1) * BUCKET_MS,
+            to_ms: current + BUCKET_MS,
+        }
     }
+
+    /// (last hour, last 24 hours) from buckets keyed by their start (ms).
+    pub fn fold(&self, buckets: &BTreeMap<i64, Bucket>) -> (Stats, Stats) {
+        let mut hour = Stats::default();
+        let mut day = Stats::default();
+        for (start, bucket) in buckets.range(self.last_day_from_ms..=self.to_ms) {
+            day.merge(&bucket.stats);
+            if *start >= self.last_hour_from_ms {
+                hour.merge(&bucket.stats);
+            }
+        }
+        (hour, day)
+    }
+}
+
+/// One window of the summary (`lastHour`, `last24Hours`) from its merged buckets.
+pub fn window_json(stats: &Stats) -> Value {
     json!({
-        "requestCount": r.request_count,
-        "successCount": r.success_count,
-        "errorCount": r.error_count,
-        "successRate": r.success_rate(),
-        "averageLatencyMs": r.average_latency_ms(),
-        "p95LatencyMs": r.percentile(0.95),
-        "dataTransferredBytes": r.data_transferred_bytes,
-        "dataReceivedBytes": r.data_received_bytes,
+        "requestCount": stats.request_count,
+        "successCount": stats.success_count,
+        "errorCount": stats.error_count,
+        "successRate": stats.success_rate(),
+        "averageLatencyMs": stats.average_latency_ms(),
+        "p95LatencyMs": stats.percentile(0.95),
+        "dataTransferredBytes": stats.data_transferred_bytes,
+        "dataReceivedBytes": stats.data_received_bytes,
     })
 }
 
@@ -519,8 +680,8 @@ mod tests {
             for q in [0.5, 0.95, 0.99] {
                 let truth = exact(&sorted, q);
                 for (what, got) in [
-                    ("day", day_rollup.percentile(q)),
-                    ("period", period.percentile(q)),
+                    ("day", day_rollup.stats.percentile(q)),
+                    ("period", period.stats.percentile(q)),
                 ] {
                     let got = got.unwrap();
                     let err = (got - truth).abs() / truth;
@@ -540,13 +701,14 @@ mod tests {
         let slow: Vec<f64> = (0..10_000).map(|i| 500.0 + (i % 100) as f64).collect();
         let d1 = Rollup::of_events(day(), &[with_samples(at(1, 0), &fast)]);
         let d2 = Rollup::of_events(day(), &[with_samples(at(2, 0), &slow)]);
-        let mean_of_p95s = (d1.percentile(0.95).unwrap() + d2.percentile(0.95).unwrap()) / 2.0;
+        let mean_of_p95s =
+            (d1.stats.percentile(0.95).unwrap() + d2.stats.percentile(0.95).unwrap()) / 2.0;
         let mut merged = d1.clone();
         merged.merge(&d2);
         let mut all: Vec<f64> = fast.iter().chain(&slow).copied().collect();
         all.sort_by(f64::total_cmp);
         let truth = exact(&all, 0.95);
-        let merged_p95 = merged.percentile(0.95).unwrap();
+        let merged_p95 = merged.stats.percentile(0.95).unwrap();
         assert!((merged_p95 - truth).abs() / truth <= 0.01);
         assert!(
             (mean_of_p95s - truth).abs() / truth > 0.3,
@@ -568,9 +730,9 @@ mod tests {
             e
         };
         let r = Rollup::of_events(day(), &[a, b, no_latency]);
-        assert_eq!(r.average_latency_ms(), Some(19.9));
-        assert_eq!(r.request_count, 1100);
-        assert_eq!(r.min_latency_ms, None);
+        assert_eq!(r.stats.average_latency_ms(), Some(19.9));
+        assert_eq!(r.stats.request_count, 1100);
+        assert_eq!(r.stats.min_latency_ms, None);
     }
 
     #[test]
@@ -673,7 +835,7 @@ mod tests {
         let bytes = crate::storage::encode_body(&r).unwrap();
         assert!(bytes.len() < 2_000, "rollup is {} bytes", bytes.len());
         let back: Rollup = crate::storage::decode_body(&bytes).unwrap();
-        assert_eq!(back.percentile(0.99), r.percentile(0.99));
+        assert_eq!(back.stats.percentile(0.99), r.stats.percentile(0.99));
         assert_eq!(
             back.uptime_buckets(day(), None, at(23, 0)),
             r.uptime_buckets(day(), None, at(23, 0))

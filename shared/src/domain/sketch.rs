@@ -22,6 +22,13 @@ impl std::fmt::Debug for LatencySketch {
     }
 }
 
+/// Equal when they encode the same (tests compare stored state).
+impl PartialEq for LatencySketch {
+    fn eq(&self, other: &Self) -> bool {
+        self.to_bytes() == other.to_bytes()
+    }
+}
+
 impl Default for LatencySketch {
     fn default() -> Self {
         Self::new()

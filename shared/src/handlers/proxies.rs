@@ -36,6 +36,7 @@ pub async fn register_proxy(app: &App, request: Request) -> Response<Body> {
             name,
             owner_id: caller.user_id.clone(),
             registered_at: app.clock.now(),
+            tier: caller.tier,
         };
         app.store.register_proxy(&proxy).await?;
         success(

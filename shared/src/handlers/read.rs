@@ -4,7 +4,7 @@ use serde_json::{Value, json};
 
 use crate::auth::{Caller, Scope};
 use crate::domain::parse_day;
-use crate::domain::rollup::{Rollup, aggregation_json, days_inclusive, window_json};
+use crate::domain::rollup::{SummaryWindows, aggregation_json, days_inclusive, window_json};
 use crate::error::ApiError;
 use crate::http::{App, authenticate, owned_proxy, path_param, query_param, respond, success};
 use crate::storage::Proxy;
@@ -145,48 +145,33 @@ fn rfc3339_ms(ms: i64) -> Option<String> {
     DateTime::from_timestamp_millis(ms).map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true))
 }
 
+/// How far back the summary looks for the latest event and concurrency
+/// when the last 24 hours hold none (contract: the latest reported value).
+pub const LATEST_LOOKBACK_DAYS: i64 = 7;
+
 /// `GET /proxy/metrics/{proxyId}/summary`
 pub async fn get_summary(app: &App, request: Request) -> Response<Body> {
     respond(&request, async {
         let (caller, proxy) = reader(app, &request).await?;
         let now = app.clock.now();
-        let now_ms = now.timestamp_millis();
-        let hour_ago = (now - Duration::hours(1)).timestamp_millis();
-        let day_ago = (now - Duration::hours(24)).timestamp_millis();
-        // The windows end at receipt time; events dated up to 5 minutes ahead
-        // (proxy clock skew) are counted as current.
-        let horizon = now_ms + crate::domain::event::FUTURE_TOLERANCE.num_milliseconds();
-        let mut events = Vec::new();
-        let first_day = (now - Duration::hours(24)).date_naive();
-        let last_day = DateTime::from_timestamp_millis(horizon)
-            .map(|t| t.date_naive())
-            .unwrap_or(now.date_naive());
-        for day in days_inclusive(first_day, last_day) {
-            events.extend(app.store.day_events(&proxy.proxy_id, day).await?);
-        }
-        let in_window = |from: i64| {
-            events
-                .iter()
-                .filter(move |e| e.timestamp_ms >= from && e.timestamp_ms <= horizon)
-        };
-        let last_hour = window_json(in_window(hour_ago));
-        let last_24_hours = window_json(in_window(day_ago));
-        // The latest figures come from the events already read; only when
-        // those days hold none (or none reported concurrency) is the latest
-        // older day read, from its rollup.
-        let mut latest = Rollup::of_events(first_day, &events);
+        let windows = SummaryWindows::at(now);
+        let from = DateTime::from_timestamp_millis(windows.last_day_from_ms).unwrap_or(now);
+        let to = DateTime::from_timestamp_millis(windows.to_ms).unwrap_or(now);
+        let buckets = app.store.read_buckets(&proxy.proxy_id, from, to).await?;
+        let (last_hour, last_24_hours) = windows.fold(&buckets);
+        // The latest event and concurrency: from the last 24 hours, else
+        // from the days of the last week.
+        let mut latest = last_24_hours.clone();
         if latest.last_event_ms.is_none() || latest.latest_concurrent.is_none() {
-            let older = match app.store.latest_day(&proxy.proxy_id).await? {
-                Some(day) if day < first_day => app
-                    .store
-                    .read_days(&proxy.proxy_id, day, day)
-                    .await?
-                    .remove(&day),
-                _ => None,
-            };
-            if let Some(older) = older {
-                latest.last_event_ms = latest.last_event_ms.or(older.last_event_ms);
-                latest.latest_concurrent = latest.latest_concurrent.or(older.latest_concurrent);
+            let today = now.date_naive();
+            let first = today - Duration::days(LATEST_LOOKBACK_DAYS - 1);
+            for day in app
+                .store
+                .read_days(&proxy.proxy_id, first, today)
+                .await?
+                .values()
+            {
+                latest.merge(&day.stats);
             }
         }
         let last_event_at = latest.last_event_ms.and_then(rfc3339_ms);
@@ -197,8 +182,8 @@ pub async fn get_summary(app: &App, request: Request) -> Response<Body> {
             &caller,
             json!({
                 "proxyId": proxy.proxy_id,
-                "lastHour": last_hour,
-                "last24Hours": last_24_hours,
+                "lastHour": window_json(&last_hour),
+                "last24Hours": window_json(&last_24_hours),
                 "concurrentConnections": concurrent,
                 "lastEventAt": last_event_at,
             }),

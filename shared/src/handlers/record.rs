@@ -2,11 +2,12 @@ use lambda_http::{Body, Request, Response, http::StatusCode};
 use serde_json::{Value, json};
 
 use crate::auth::Scope;
-use crate::domain::event::parse_record_body;
+use crate::domain::event::{check_unique_event_ids, parse_record_body, parse_sequence_headers};
+use crate::error::ApiError;
 use crate::http::{
     App, authenticate, header, json_body, owned_proxy, path_param, respond, success,
 };
-use crate::storage::EventStatus;
+use crate::storage::{Destination, EventStatus, Sequence, SequencedOutcome};
 
 /// `POST /proxy/metrics/{proxyId}/record`
 pub async fn record_metrics(app: &App, request: Request) -> Response<Body> {
@@ -18,30 +19,68 @@ pub async fn record_metrics(app: &App, request: Request) -> Response<Body> {
         caller.require_proxy(&proxy_id)?;
         // Validate before the ownership read: bad input costs no storage call.
         let now = app.clock.now();
+        let sequence = parse_sequence_headers(
+            header(&request, "producer-id")?.as_deref(),
+            header(&request, "producer-sequence")?.as_deref(),
+        )?
+        .map(|(producer_id, sequence)| Sequence {
+            producer_id,
+            sequence,
+        });
         let idempotency_key = header(&request, "idempotency-key")?;
+        if sequence.is_some() && idempotency_key.is_some() {
+            return Err(ApiError::invalid(
+                "A sequenced batch is made idempotent by Producer-Sequence; send no Idempotency-Key with it.",
+            ));
+        }
         let body = parse_record_body(json_body(&request)?, idempotency_key.as_deref(), now)?;
+        if sequence.is_some() {
+            check_unique_event_ids(&body.events)?;
+        }
         let proxy = owned_proxy(app, &caller, &proxy_id).await?;
-        let outcome = app
-            .store
-            .record_events(&proxy.proxy_id, &body.events, caller.tier, now)
-            .await?;
+        let to = Destination {
+            proxy_id: &proxy.proxy_id,
+            retention_days: proxy.tier.raw_retention_days(),
+        };
+        let (statuses, write_units) = match &sequence {
+            Some(sequence) => {
+                match app
+                    .store
+                    .record_sequenced(to, sequence, &body.events, now)
+                    .await?
+                {
+                    SequencedOutcome::Recorded { write_units } => {
+                        (vec![EventStatus::Recorded; body.events.len()], write_units)
+                    }
+                    SequencedOutcome::Duplicate => {
+                        (vec![EventStatus::Duplicate; body.events.len()], 0.0)
+                    }
+                    SequencedOutcome::Gap { expected } => {
+                        return Err(ApiError::SequenceGap { expected });
+                    }
+                }
+            }
+            None => {
+                let outcome = app.store.record_events(to, &body.events, now).await?;
+                (outcome.statuses, outcome.write_units)
+            }
+        };
         tracing::info!(
             proxy_id = %proxy.proxy_id,
             events = body.events.len(),
-            write_units = outcome.write_units,
-            transactions = outcome.transactions,
+            sequenced = sequence.is_some(),
+            write_units,
             "recorded"
         );
-        let recorded = outcome
-            .statuses
+        let recorded = statuses
             .iter()
             .filter(|s| **s == EventStatus::Recorded)
             .count();
-        let duplicates = outcome.statuses.len() - recorded;
+        let duplicates = statuses.len() - recorded;
         let events: Vec<Value> = body
             .events
             .iter()
-            .zip(&outcome.statuses)
+            .zip(&statuses)
             .map(|(e, s)| json!({"eventId": e.event_id, "status": s.as_str()}))
             .collect();
         let mut response = json!({

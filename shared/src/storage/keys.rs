@@ -1,0 +1,218 @@
+//! Every key of the table, built in one place. See the layout in `mod.rs`.
+//!
+//! `#` never occurs in a proxy id, event id, producer id or day, so keys
+//! cannot collide; `$` sorts right after `#`, so `{proxy}$` is the first key
+//! past every pending chunk of `proxy`.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use chrono::NaiveDate;
+
+use crate::domain::rollup::BUCKET_MS;
+
+pub type Key = HashMap<String, AttributeValue>;
+
+/// The pending chunks are spread over this many partitions (by proxy).
+pub const PENDING_SHARDS: u32 = 16;
+
+pub const PK: &str = "pk";
+pub const SK: &str = "sk";
+/// DynamoDB TTL attribute (epoch seconds).
+pub const EXPIRES_AT: &str = "expiresAt";
+
+pub fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+pub fn n(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn key(pk: String, sk: String) -> Key {
+    HashMap::from([(PK.into(), s(pk)), (SK.into(), s(sk))])
+}
+
+pub fn day_key(day: NaiveDate) -> String {
+    day.format("%Y-%m-%d").to_string()
+}
+
+pub fn parse_day_key(key: &str) -> Option<NaiveDate> {
+    NaiveDate::parse_from_str(key, "%Y-%m-%d").ok()
+}
+
+// ---------------------------------------------------------------- proxies
+
+pub fn proxy(proxy_id: &str) -> Key {
+    key(format!("PROXY#{proxy_id}"), "PROXY".into())
+}
+
+pub fn owner_entry(owner_id: &str, proxy_id: &str) -> Key {
+    key(owner_partition(owner_id), format!("PROXY#{proxy_id}"))
+}
+
+pub fn owner_partition(owner_id: &str) -> String {
+    format!("OWNER#{owner_id}")
+}
+
+// ---------------------------------------------------------------- recording
+
+pub fn producer(proxy_id: &str, producer_id: &str) -> Key {
+    key(
+        format!("PRODUCER#{proxy_id}#{producer_id}"),
+        "PRODUCER".into(),
+    )
+}
+
+pub fn event_id(proxy_id: &str, event_id: &str) -> Key {
+    key(format!("EVENTID#{proxy_id}#{event_id}"), "EVENTID".into())
+}
+
+/// The pending partition a proxy's chunks live in: a stable hash (FNV-1a,
+/// unlike std's hasher the same in every process and release).
+pub fn pending_shard(proxy_id: &str) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in proxy_id.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h % PENDING_SHARDS
+}
+
+pub fn pending_partition(shard: u32) -> String {
+    format!("PENDING#{shard}")
+}
+
+/// A chunk's sort key: by proxy, then by the time it was received.
+pub fn pending_sort_key(proxy_id: &str, received_ms: i64, chunk_id: &str) -> String {
+    format!("{proxy_id}#{received_ms:013}#{chunk_id}")
+}
+
+/// Every chunk of `proxy_id` begins with this.
+pub fn pending_prefix(proxy_id: &str) -> String {
+    format!("{proxy_id}#")
+}
+
+/// The first sort key after every chunk of `proxy_id`.
+pub fn pending_after(proxy_id: &str) -> String {
+    format!("{proxy_id}$")
+}
+
+/// The proxy a chunk's sort key belongs to.
+pub fn proxy_of_pending(sort_key: &str) -> Option<&str> {
+    sort_key.split_once('#').map(|(proxy, _)| proxy)
+}
+
+pub fn pending_chunk(proxy_id: &str, sort_key: &str) -> Key {
+    key(
+        pending_partition(pending_shard(proxy_id)),
+        sort_key.to_string(),
+    )
+}
+
+// ---------------------------------------------------------------- rollups
+
+/// A proxy's materialised days: one item per day, kept forever.
+pub fn day_partition(proxy_id: &str) -> String {
+    format!("DAY#{proxy_id}")
+}
+
+pub fn day(proxy_id: &str, day: NaiveDate) -> Key {
+    key(day_partition(proxy_id), day_key(day))
+}
+
+/// A proxy's five-minute buckets (the summary, the last hour's percentiles).
+pub fn bucket_partition(proxy_id: &str) -> String {
+    format!("BUCKET#{proxy_id}")
+}
+
+/// `2024-01-15T10:05`: sorts in time order across days.
+pub fn bucket_sort_key(day: NaiveDate, index: u16) -> String {
+    let minutes = i64::from(index) * BUCKET_MS / 60_000;
+    format!("{}T{:02}:{:02}", day_key(day), minutes / 60, minutes % 60)
+}
+
+pub fn parse_bucket_sort_key(key: &str) -> Option<(NaiveDate, u16)> {
+    let (day, time) = key.split_once('T')?;
+    let (h, m) = time.split_once(':')?;
+    let minutes: i64 = h.parse::<i64>().ok()? * 60 + m.parse::<i64>().ok()?;
+    let index = u16::try_from(minutes * 60_000 / BUCKET_MS).ok()?;
+    Some((parse_day_key(day)?, index))
+}
+
+pub fn bucket(proxy_id: &str, day: NaiveDate, index: u16) -> Key {
+    key(bucket_partition(proxy_id), bucket_sort_key(day, index))
+}
+
+// ---------------------------------------------------------------- aggregation
+
+/// Days whose aggregation failed, one partition (a handful of items).
+pub const QUARANTINE_PARTITION: &str = "QUARANTINE";
+
+pub fn quarantine_sort_key(proxy_id: &str, subject: &str) -> String {
+    format!("{proxy_id}#{subject}")
+}
+
+pub fn quarantine(proxy_id: &str, subject: &str) -> Key {
+    key(
+        QUARANTINE_PARTITION.into(),
+        quarantine_sort_key(proxy_id, subject),
+    )
+}
+
+// ---------------------------------------------------------------- layout v1
+
+/// Keys of the v1 layout, read only by the one-shot migration.
+pub mod v1 {
+    use super::{Key, day_key, key};
+    use chrono::NaiveDate;
+
+    pub const DAY_HEADS_PREFIX: &str = "DAYS#";
+
+    pub fn events_partition(proxy_id: &str, day: NaiveDate) -> String {
+        format!("EVENTS#{proxy_id}#{}", day_key(day))
+    }
+
+    pub fn rollup(proxy_id: &str, day: NaiveDate) -> Key {
+        key(format!("ROLLUP#{proxy_id}"), day_key(day))
+    }
+
+    pub fn day_head(proxy_id: &str, day: NaiveDate) -> Key {
+        key(format!("{DAY_HEADS_PREFIX}{proxy_id}"), day_key(day))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn shards_are_stable_and_spread() {
+        assert_eq!(pending_shard("edge-eu-1"), pending_shard("edge-eu-1"));
+        let used: HashSet<u32> = (0..200).map(|i| pending_shard(&format!("p{i}"))).collect();
+        assert_eq!(used.len(), PENDING_SHARDS as usize);
+    }
+
+    #[test]
+    fn a_proxys_chunks_sort_together_and_apart_from_others() {
+        let a = pending_sort_key("edge", 1, "x");
+        let b = pending_sort_key("edge", 9_999_999_999_999, "y");
+        let other = pending_sort_key("edge-1", 0, "z");
+        assert!(a.starts_with(&pending_prefix("edge")) && b.starts_with(&pending_prefix("edge")));
+        assert!(!other.starts_with(&pending_prefix("edge")));
+        assert!(a < b && b < pending_after("edge") && pending_after("edge") < other);
+        assert_eq!(proxy_of_pending(&other), Some("edge-1"));
+    }
+
+    #[test]
+    fn bucket_keys_sort_in_time_and_round_trip() {
+        let d = NaiveDate::from_ymd_opt(2024, 1, 15).unwrap();
+        assert_eq!(bucket_sort_key(d, 0), "2024-01-15T00:00");
+        assert_eq!(bucket_sort_key(d, 287), "2024-01-15T23:55");
+        assert!(bucket_sort_key(d, 287) < bucket_sort_key(d.succ_opt().unwrap(), 0));
+        for i in [0u16, 1, 121, 287] {
+            assert_eq!(parse_bucket_sort_key(&bucket_sort_key(d, i)), Some((d, i)));
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! Every DynamoDB key, expression and transaction of the service.
+//!
+//! # Table layout (v2; one table, `pk`/`sk` strings, TTL on `expiresAt`)
+//!
+//! | entity | pk | sk | written | why |
+//! |---|---|---|---|---|
+//! | proxy | `PROXY#{proxyId}` | `PROXY` | registration | ids are global: one item per id, created with `attribute_not_exists`; holds the owner's `tier` (retention) |
+//! | owner's index entry | `OWNER#{userId}` | `PROXY#{proxyId}` | registration | `GET /proxies` is one Query; written in the same transaction as the proxy |
+//! | producer | `PRODUCER#{proxyId}#{producerId}` | `PRODUCER` | each sequenced batch | the producer's last sequence; the batch's transaction is conditioned on it |
+//! | event id | `EVENTID#{proxyId}#{eventId}` | `EVENTID` | each unsequenced event | keyed by id alone, so a retry that changed its timestamp (even its day) still collides |
+//! | pending chunk | `PENDING#{shard}` | `{proxyId}#{receivedAtMs:013}#{id}` | each request | the request's events pre-folded per day (`DayPart`s); a proxy's chunks are one range of one partition, so a read finds them with one query and the aggregation finds every shard's with 16 |
+//! | day | `DAY#{proxyId}` | `{day}` | aggregation | the materialised day, and which chunks it holds; kept forever; a range is one Query |
+//! | bucket | `BUCKET#{proxyId}` | `{day}T{HH:MM}` | aggregation | one five-minute bucket (summary, last hour); kept for the owner's raw retention |
+//! | failure record | `QUARANTINE` | `{proxyId}#{day}` | aggregation | a day whose folding failed; quarantined after 3 failed runs |
+//!
+//! The shard of a proxy is a stable hash of its id over [`PENDING_SHARDS`]
+//! partitions. Nothing is shared between writers: a request only creates
+//! items (its chunk, its id markers) or updates its own producer's item, so
+//! concurrent requests of one proxy never contend. A request costs its
+//! markers (or producer) and its chunk, 2 WRU per started KB each.
+//!
+//! The v1 layout (`EVENTS#`, `DAYS#`, `ROLLUP#` items) is read only by the
+//! one-shot migration ([`migrate`]).
+
+mod codec;
+mod days;
+mod fold;
+pub mod keys;
+pub mod migrate;
+mod proxies;
+mod quarantine;
+mod record;
+mod retry;
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::AttributeValue;
+
+use crate::clock::Clock;
+use crate::error::ApiError;
+
+pub use codec::{FORMAT_V1, FORMAT_V2, decode_body, decode_with, encode_body, encode_with};
+pub use days::{PendingChunk, StoredBucket, StoredDay, Versioned, bucket_of, combine_days};
+pub use fold::{DayFold, PendingPage, PendingView};
+pub use keys::PENDING_SHARDS;
+pub use proxies::Proxy;
+pub use quarantine::{FailureRecord, QUARANTINE_AFTER};
+pub use record::{
+    ChunkBody, Destination, EventStatus, IDEMPOTENCY_RETENTION, RecordOutcome, Sequence,
+    SequencedOutcome,
+};
+pub use retry::MAX_ATTEMPTS;
+
+#[derive(Clone)]
+pub struct Store {
+    client: Client,
+    table: String,
+    clock: Clock,
+}
+
+pub(crate) fn get_s<'a>(item: &'a HashMap<String, AttributeValue>, name: &str) -> Option<&'a str> {
+    item.get(name)
+        .and_then(|v| v.as_s().ok())
+        .map(String::as_str)
+}
+
+pub(crate) fn get_n(item: &HashMap<String, AttributeValue>, name: &str) -> Option<u64> {
+    item.get(name)
+        .and_then(|v| v.as_n().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+pub(crate) fn get_blob<'a>(
+    item: &'a HashMap<String, AttributeValue>,
+    name: &str,
+) -> Option<&'a [u8]> {
+    item.get(name)
+        .and_then(|v| v.as_b().ok())
+        .map(|b| b.as_ref())
+}
+
+impl Store {
+    pub fn new(client: Client, table: impl Into<String>, clock: Clock) -> Self {
+        Self {
+            client,
+            table: table.into(),
+            clock,
+        }
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// The clock the store (and the aggregation) reads "now" from.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// All items of one partition (optionally an inclusive sort-key range), strongly consistent.
+    async fn query_all(
+        &self,
+        pk: String,
+        between: Option<(String, String)>,
+        operation: &str,
+    ) -> Result<Vec<HashMap<String, AttributeValue>>, ApiError> {
+        self.query_pages(
+            pk,
+            between.map(|(from, to)| Range::Between(from, to)),
+            operation,
+        )
+        .await
+    }
+
+    /// All items of one partition whose sort key begins with `prefix`.
+    async fn query_prefix(
+        &self,
+        pk: String,
+        prefix: String,
+        operation: &str,
+    ) -> Result<Vec<HashMap<String, AttributeValue>>, ApiError> {
+        self.query_pages(pk, Some(Range::Prefix(prefix)), operation)
+            .await
+    }
+
+    async fn query_pages(
+        &self,
+        pk: String,
+        range: Option<Range>,
+        operation: &str,
+    ) -> Result<Vec<HashMap<String, AttributeValue>>, ApiError> {
+        let mut items = Vec::new();
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        loop {
+            let page = retry::with_retries(|| async {
+                let mut query = self
+                    .client
+                    .query()
+                    .table_name(&self.table)
+                    .expression_attribute_values(":pk", keys::s(pk.clone()))
+                    .set_exclusive_start_key(start.clone())
+                    .consistent_read(true);
+                query = match &range {
+                    Some(Range::Between(from, to)) => query
+                        .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
+                        .expression_attribute_values(":from", keys::s(from.clone()))
+                        .expression_attribute_values(":to", keys::s(to.clone())),
+                    Some(Range::Prefix(prefix)) => query
+                        .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+                        .expression_attribute_values(":prefix", keys::s(prefix.clone())),
+                    None => query.key_condition_expression("pk = :pk"),
+                };
+                query
+                    .send()
+                    .await
+                    .map_err(|e| retry::classify(operation, e))
+            })
+            .await?;
+            let last = page.last_evaluated_key;
+            items.extend(page.items.unwrap_or_default());
+            match last {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => break,
+            }
+        }
+        Ok(items)
+    }
+}
+
+enum Range {
+    Between(String, String),
+    Prefix(String),
+}

@@ -1,0 +1,165 @@
+//! Proxies and their owners' index.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
+use chrono::{DateTime, SecondsFormat, Utc};
+
+use super::keys::{self, s};
+use super::retry::{Failure, cancellations, cancelled, classify, with_retries};
+use super::{Store, get_s};
+use crate::auth::Tier;
+use crate::error::ApiError;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Proxy {
+    pub proxy_id: String,
+    pub name: Option<String>,
+    pub owner_id: String,
+    pub registered_at: DateTime<Utc>,
+    /// The owner's tier, which sets raw retention (recorded at registration,
+    /// updated when the owner uses a user token of another tier).
+    pub tier: Tier,
+}
+
+impl Proxy {
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "proxyId": self.proxy_id,
+            "name": self.name,
+            "ownerId": self.owner_id,
+            "registeredAt": self.registered_at.to_rfc3339_opts(SecondsFormat::Millis, true),
+        })
+    }
+}
+
+fn proxy_item(proxy: &Proxy) -> HashMap<String, AttributeValue> {
+    let mut item = keys::proxy(&proxy.proxy_id);
+    item.insert("proxyId".into(), s(&proxy.proxy_id));
+    item.insert("ownerId".into(), s(&proxy.owner_id));
+    item.insert(
+        "registeredAt".into(),
+        s(proxy
+            .registered_at
+            .to_rfc3339_opts(SecondsFormat::Millis, true)),
+    );
+    item.insert("tier".into(), s(proxy.tier.as_str()));
+    if let Some(name) = &proxy.name {
+        item.insert("name".into(), s(name));
+    }
+    item
+}
+
+fn proxy_from_item(item: &HashMap<String, AttributeValue>) -> Option<Proxy> {
+    Some(Proxy {
+        proxy_id: get_s(item, "proxyId")?.to_string(),
+        name: get_s(item, "name").map(str::to_string),
+        owner_id: get_s(item, "ownerId")?.to_string(),
+        registered_at: DateTime::parse_from_rfc3339(get_s(item, "registeredAt")?)
+            .ok()?
+            .with_timezone(&Utc),
+        // Proxies registered before tiers were recorded count as free until
+        // their owner next uses a user token.
+        tier: Tier::from_claim(get_s(item, "tier")),
+    })
+}
+
+impl Store {
+    /// Registers a proxy and its owner's index entry in one transaction; both
+    /// are conditional, so two users can never both own an id.
+    pub async fn register_proxy(&self, proxy: &Proxy) -> Result<(), ApiError> {
+        let item = proxy_item(proxy);
+        let mut index = item.clone();
+        index.extend(keys::owner_entry(&proxy.owner_id, &proxy.proxy_id));
+        let put = |item: HashMap<String, AttributeValue>| -> Result<TransactWriteItem, ApiError> {
+            let put = Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .condition_expression("attribute_not_exists(pk)")
+                .build()
+                .map_err(|e| ApiError::Internal(format!("building put: {e}")))?;
+            Ok(TransactWriteItem::builder().put(put).build())
+        };
+        let actions = vec![put(item)?, put(index)?];
+        let token = uuid::Uuid::new_v4().to_string();
+        with_retries(|| async {
+            match self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(actions.clone()))
+                .client_request_token(&token)
+                .send()
+                .await
+            {
+                Ok(_) => Ok(()),
+                Err(err) => match cancellations(&err) {
+                    Some(reasons) if reasons.iter().any(|r| r.condition_failed()) => {
+                        Err(Failure::Fatal(ApiError::Conflict(format!(
+                            "A proxy with id '{}' is already registered.",
+                            proxy.proxy_id
+                        ))))
+                    }
+                    Some(reasons) => Err(cancelled("register proxy", &reasons)),
+                    None => Err(classify("register proxy", err)),
+                },
+            }
+        })
+        .await
+    }
+
+    /// The proxy, read strongly consistently (a registration is visible at once).
+    pub async fn get_proxy(&self, proxy_id: &str) -> Result<Option<Proxy>, ApiError> {
+        let output = with_retries(|| async {
+            self.client
+                .get_item()
+                .table_name(&self.table)
+                .set_key(Some(keys::proxy(proxy_id)))
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(|e| classify("get proxy", e))
+        })
+        .await?;
+        Ok(output.item.as_ref().and_then(proxy_from_item))
+    }
+
+    /// The owner's proxies, ordered by id (the owner's partition holds only
+    /// index entries).
+    pub async fn list_proxies(&self, owner_id: &str) -> Result<Vec<Proxy>, ApiError> {
+        let items = self
+            .query_all(keys::owner_partition(owner_id), None, "list proxies")
+            .await?;
+        Ok(items.iter().filter_map(proxy_from_item).collect())
+    }
+
+    /// Records the owner's current tier on the proxy (and its index entry).
+    /// Called only for the owner's user tokens; a proxy token never changes it.
+    pub async fn update_proxy_tier(&self, proxy: &Proxy, tier: Tier) -> Result<(), ApiError> {
+        for key in [
+            keys::proxy(&proxy.proxy_id),
+            keys::owner_entry(&proxy.owner_id, &proxy.proxy_id),
+        ] {
+            with_retries(|| async {
+                self.client
+                    .update_item()
+                    .table_name(&self.table)
+                    .set_key(Some(key.clone()))
+                    .update_expression("SET tier = :tier")
+                    .condition_expression("attribute_exists(pk)")
+                    .expression_attribute_values(":tier", s(tier.as_str()))
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .or_else(|err| {
+                        if super::fold::is_condition_failure(&err) {
+                            Ok(()) // an index entry missing: nothing to update
+                        } else {
+                            Err(classify("update proxy tier", err))
+                        }
+                    })
+            })
+            .await?;
+        }
+        Ok(())
+    }
+}
