@@ -10,8 +10,6 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use common::*;
-use proxy_metrics::auth::Tier;
-use proxy_metrics::domain::event::parse_event;
 use proxy_metrics::handlers;
 use serde_json::{Value, json};
 
@@ -1042,67 +1040,6 @@ async fn concurrent_identical_retries_count_each_event_once() {
         assert_eq!(winners, 1, "event {i}");
     }
     assert_rich_sums(&c.day(&day).await, 0..50);
-}
-
-// ------------------------------------------------------------- write cost
-
-#[tokio::test]
-async fn write_units_per_event() {
-    let c = setup().await;
-    let now = now();
-    let ts = rfc3339(now - Duration::minutes(1));
-    let store = &c.h.app.store;
-    let mut report = Vec::new();
-    for samples in [3usize, 100] {
-        for n in [1usize, 100, 500] {
-            let events: Vec<_> = (0..n)
-                .map(|i| {
-                    let lat: Vec<f64> = (0..samples)
-                        .map(|k| 10.0 + ((i * 31 + k * 17) % 490) as f64)
-                        .collect();
-                    let v = json!({"eventType": "request", "eventId": format!("wru-{samples}-{n}-{i}"),
-                                   "timestamp": ts,
-                                   "metrics": {"requestCount": 100, "successCount": 95, "errorCount": 5,
-                                               "totalLatencyMs": 5000, "minLatencyMs": 10, "maxLatencyMs": 500,
-                                               "latencySamplesMs": lat,
-                                               "dataTransferredBytes": 123456, "dataReceivedBytes": 654321,
-                                               "connectionCount": 12, "concurrentConnections": 7,
-                                               "errorMessage": "upstream timeout"}});
-                    parse_event(&v, None, now).unwrap()
-                })
-                .collect();
-            let to = proxy_metrics::storage::Destination {
-                proxy_id: PROXY,
-                retention_days: Tier::Pro.raw_retention_days(),
-            };
-            let outcome = store.record_events(to, &events, now).await.unwrap();
-            assert_eq!(outcome.statuses.len(), n);
-            let per_event = outcome.write_units / n as f64;
-            report.push((
-                samples,
-                n,
-                outcome.write_units,
-                outcome.transactions,
-                per_event,
-            ));
-            assert!(outcome.write_units > 0.0, "the emulator reports capacity");
-            // Each unsequenced event pays for its id marker (2 WRU in a
-            // transaction); the pre-folded chunk is shared by the request.
-            let limit = match n {
-                1 => 4.0,
-                _ => 2.2,
-            };
-            assert!(
-                per_event <= limit,
-                "{n} events with {samples} samples cost {per_event:.2} WRU/event (limit {limit})"
-            );
-        }
-    }
-    println!("| samples/event | events | WRU | transactions | WRU/event |");
-    println!("|---:|---:|---:|---:|---:|");
-    for (samples, n, wru, tx, per) in report {
-        println!("| {samples} | {n} | {wru:.1} | {tx} | {per:.2} |");
-    }
 }
 
 // ------------------------------------------------------------ percentiles

@@ -10,7 +10,7 @@
 use std::collections::{BTreeSet, HashSet};
 
 use aws_sdk_dynamodb::primitives::Blob;
-use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity};
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use futures::{StreamExt, TryStreamExt, stream};
 
@@ -94,6 +94,7 @@ impl Store {
                 .expression_attribute_values(":pk", s(pk.clone()))
                 .expression_attribute_values(":after", s(after))
                 .consistent_read(true)
+                .return_consumed_capacity(ReturnConsumedCapacity::Total)
                 .limit(limit);
             query = match before {
                 Some(before) => query
@@ -107,6 +108,7 @@ impl Store {
                 .map_err(|e| classify("read pending page", e))
         })
         .await?;
+        self.meter.query(page.consumed_capacity());
         let chunks: Vec<PendingChunk> = page
             .items()
             .iter()
@@ -314,11 +316,13 @@ impl Store {
                 .table_name(&self.table)
                 .set_key(Some(key.clone()))
                 .consistent_read(true)
+                .return_consumed_capacity(ReturnConsumedCapacity::Total)
                 .send()
                 .await
                 .map_err(|e| classify(operation, e))
         })
         .await?;
+        self.meter.read(output.consumed_capacity());
         let Some(item) = output.item else {
             return Ok(None);
         };
@@ -355,12 +359,16 @@ impl Store {
                 .put_item()
                 .table_name(&self.table)
                 .set_item(Some(item.clone()))
+                .return_consumed_capacity(ReturnConsumedCapacity::Total)
                 .condition_expression(condition);
             if let Some(v) = &value {
                 put = put.expression_attribute_values(":v", v.clone());
             }
             match put.send().await {
-                Ok(_) => Ok(true),
+                Ok(out) => {
+                    self.meter.write(out.consumed_capacity());
+                    Ok(true)
+                }
                 Err(err) if is_condition_failure(&err) => Ok(false),
                 Err(err) => Err(classify(operation, err)),
             }
@@ -387,9 +395,10 @@ impl Store {
                     .delete_item()
                     .table_name(&self.table)
                     .set_key(Some(key.clone()))
+                    .return_consumed_capacity(ReturnConsumedCapacity::Total)
                     .send()
                     .await
-                    .map(|_| ())
+                    .map(|out| self.meter.write(out.consumed_capacity()))
                     .map_err(|e| classify("delete folded chunk", e))
             })
             .await;
@@ -406,9 +415,10 @@ impl Store {
                 .update_expression("ADD foldedDays :days")
                 .condition_expression("attribute_exists(pk)")
                 .expression_attribute_values(":days", AttributeValue::Ss(days.clone()))
+                .return_consumed_capacity(ReturnConsumedCapacity::Total)
                 .send()
                 .await
-                .map(|_| ())
+                .map(|out| self.meter.write(out.consumed_capacity()))
                 .or_else(|err| {
                     if is_condition_failure(&err) {
                         Ok(()) // folded and deleted by a concurrent run

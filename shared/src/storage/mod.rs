@@ -33,9 +33,11 @@ mod record;
 mod retry;
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::types::{AttributeValue, ConsumedCapacity, ReturnConsumedCapacity};
 
 use crate::clock::Clock;
 use crate::error::ApiError;
@@ -51,12 +53,88 @@ pub use record::{
     SequencedOutcome,
 };
 pub use retry::MAX_ATTEMPTS;
+// Meter and Usage are defined here.
 
 #[derive(Clone)]
 pub struct Store {
     client: Client,
     table: String,
     clock: Clock,
+    meter: Arc<Meter>,
+}
+
+/// Capacity units DynamoDB reported for this store's calls (every call asks
+/// for them): what a request costs is logged, tested and benchmarked.
+#[derive(Debug, Default)]
+pub struct Meter {
+    read_centi_units: AtomicU64,
+    write_centi_units: AtomicU64,
+    queries: AtomicU64,
+    calls: AtomicU64,
+}
+
+/// A reading of the meter (or the difference of two).
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct Usage {
+    pub read_units: f64,
+    pub write_units: f64,
+    pub queries: u64,
+    pub calls: u64,
+}
+
+impl std::ops::Sub for Usage {
+    type Output = Usage;
+    fn sub(self, earlier: Usage) -> Usage {
+        Usage {
+            read_units: self.read_units - earlier.read_units,
+            write_units: self.write_units - earlier.write_units,
+            queries: self.queries - earlier.queries,
+            calls: self.calls - earlier.calls,
+        }
+    }
+}
+
+impl Meter {
+    fn add(counter: &AtomicU64, units: Option<f64>) {
+        if let Some(units) = units {
+            counter.fetch_add((units * 100.0).round() as u64, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn read(&self, capacity: Option<&ConsumedCapacity>) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        Self::add(
+            &self.read_centi_units,
+            capacity.and_then(|c| c.capacity_units()),
+        );
+    }
+
+    pub(crate) fn query(&self, capacity: Option<&ConsumedCapacity>) {
+        self.queries.fetch_add(1, Ordering::Relaxed);
+        self.read(capacity);
+    }
+
+    pub(crate) fn write(&self, capacity: Option<&ConsumedCapacity>) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        Self::add(
+            &self.write_centi_units,
+            capacity.and_then(|c| c.capacity_units()),
+        );
+    }
+
+    pub(crate) fn write_units(&self, units: f64) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        Self::add(&self.write_centi_units, Some(units));
+    }
+
+    pub fn usage(&self) -> Usage {
+        Usage {
+            read_units: self.read_centi_units.load(Ordering::Relaxed) as f64 / 100.0,
+            write_units: self.write_centi_units.load(Ordering::Relaxed) as f64 / 100.0,
+            queries: self.queries.load(Ordering::Relaxed),
+            calls: self.calls.load(Ordering::Relaxed),
+        }
+    }
 }
 
 pub(crate) fn get_s<'a>(item: &'a HashMap<String, AttributeValue>, name: &str) -> Option<&'a str> {
@@ -86,7 +164,13 @@ impl Store {
             client,
             table: table.into(),
             clock,
+            meter: Arc::default(),
         }
+    }
+
+    /// Capacity used by this store (and its clones) so far.
+    pub fn usage(&self) -> Usage {
+        self.meter.usage()
     }
 
     pub fn client(&self) -> &Client {
@@ -144,6 +228,7 @@ impl Store {
                     .table_name(&self.table)
                     .expression_attribute_values(":pk", keys::s(pk.clone()))
                     .set_exclusive_start_key(start.clone())
+                    .return_consumed_capacity(ReturnConsumedCapacity::Total)
                     .consistent_read(true);
                 query = match &range {
                     Some(Range::Between(from, to)) => query
@@ -161,6 +246,7 @@ impl Store {
                     .map_err(|e| retry::classify(operation, e))
             })
             .await?;
+            self.meter.query(page.consumed_capacity());
             let last = page.last_evaluated_key;
             items.extend(page.items.unwrap_or_default());
             match last {

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
+use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnConsumedCapacity, TransactWriteItem};
 use chrono::{DateTime, SecondsFormat, Utc};
 
 use super::keys::{self, s};
@@ -88,10 +88,19 @@ impl Store {
                 .transact_write_items()
                 .set_transact_items(Some(actions.clone()))
                 .client_request_token(&token)
+                .return_consumed_capacity(ReturnConsumedCapacity::Total)
                 .send()
                 .await
             {
-                Ok(_) => Ok(()),
+                Ok(out) => {
+                    let units = out
+                        .consumed_capacity()
+                        .iter()
+                        .filter_map(|c| c.capacity_units())
+                        .sum();
+                    self.meter.write_units(units);
+                    Ok(())
+                }
                 Err(err) => match cancellations(&err) {
                     Some(reasons) if reasons.iter().any(|r| r.condition_failed()) => {
                         Err(Failure::Fatal(ApiError::Conflict(format!(
@@ -115,11 +124,13 @@ impl Store {
                 .table_name(&self.table)
                 .set_key(Some(keys::proxy(proxy_id)))
                 .consistent_read(true)
+                .return_consumed_capacity(ReturnConsumedCapacity::Total)
                 .send()
                 .await
                 .map_err(|e| classify("get proxy", e))
         })
         .await?;
+        self.meter.read(output.consumed_capacity());
         Ok(output.item.as_ref().and_then(proxy_from_item))
     }
 
@@ -147,9 +158,10 @@ impl Store {
                     .update_expression("SET tier = :tier")
                     .condition_expression("attribute_exists(pk)")
                     .expression_attribute_values(":tier", s(tier.as_str()))
+                    .return_consumed_capacity(ReturnConsumedCapacity::Total)
                     .send()
                     .await
-                    .map(|_| ())
+                    .map(|out| self.meter.write(out.consumed_capacity()))
                     .or_else(|err| {
                         if super::fold::is_condition_failure(&err) {
                             Ok(()) // an index entry missing: nothing to update

@@ -363,11 +363,13 @@ impl Store {
             .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await?;
-        Ok(out
+        let units = out
             .consumed_capacity()
             .iter()
             .filter_map(|c| c.capacity_units())
-            .sum())
+            .sum();
+        self.meter.write_units(units);
+        Ok(units)
     }
 }
 

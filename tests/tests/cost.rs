@@ -1,0 +1,200 @@
+//! What requests cost, as DynamoDB bills it (dynoxide reports consumed
+//! capacity like DynamoDB: 2 WRU per started KB of each item in a
+//! transaction, 1 outside one, GSI writes extra; strongly consistent reads
+//! 1 RRU per started 4 KB). The figures of `BENCHMARKS.md` are these.
+
+mod common;
+
+use common::*;
+use proxy_metrics::aggregate;
+use proxy_metrics::storage::Usage;
+use serde_json::{Value, json};
+
+/// `n` events with every metric field set and 3 latency samples each, one
+/// every 10 seconds up to now (a proxy reporting every 10 s).
+fn full_events(n: usize, tag: &str) -> Vec<Value> {
+    (0..n)
+        .map(|i| {
+            let at = now() - chrono::Duration::seconds(10 * (n - 1 - i) as i64);
+            json!({"eventType": "request", "eventId": format!("{tag}-{i}"), "timestamp": iso(at),
+                   "healthy": true,
+                   "metrics": {"requestCount": 100, "successCount": 95, "errorCount": 5,
+                               "totalLatencyMs": 5000, "minLatencyMs": 10, "maxLatencyMs": 500,
+                               "latencySamplesMs": [12.5 + (i % 50) as f64, 48.0, 51.2 + (i % 7) as f64],
+                               "dataTransferredBytes": 123456, "dataReceivedBytes": 654321,
+                               "connectionCount": 12, "concurrentConnections": 7,
+                               "errorMessage": "upstream timeout"}})
+        })
+        .collect()
+}
+
+async fn record(h: &Harness, token: &str, sequence: Option<u64>, events: Vec<Value>) -> Usage {
+    let before = h.app.store.usage();
+    let mut req = Req::new("POST", "/proxy/metrics/{proxyId}/record")
+        .param("proxyId", "edge")
+        .bearer(token)
+        .json(json!({ "events": events }));
+    if let Some(s) = sequence {
+        req = req
+            .header("Producer-Id", "boot-1")
+            .header("Producer-Sequence", &s.to_string());
+    }
+    let (s, b, _) = parts(proxy_metrics::handlers::record_metrics(&h.app, req.build()).await);
+    assert_eq!(s, 201, "{b}");
+    h.app.store.usage() - before
+}
+
+#[tokio::test]
+async fn a_recorded_event_costs_at_most_one_write_unit_when_sequenced() {
+    let h = Harness::start().await;
+    let t = user_token("alice");
+    h.register(&t, "edge").await;
+    let mut rows = Vec::new();
+    for (sequence, n, limit) in [(0, 6, 1.0), (1, 60, 0.2), (2, 500, 0.2)] {
+        let used = record(
+            &h,
+            &t,
+            Some(sequence),
+            full_events(n, &format!("s{sequence}")),
+        )
+        .await;
+        let per_event = used.write_units / n as f64;
+        rows.push((n, used.write_units, per_event));
+        assert!(
+            per_event <= limit,
+            "{n} sequenced events cost {} WRU ({per_event:.3}/event, limit {limit})",
+            used.write_units
+        );
+    }
+    for (n, wru, per) in rows {
+        println!("sequenced | {n} | {wru} | {per:.3}");
+    }
+}
+
+#[tokio::test]
+async fn unsequenced_events_pay_for_their_id_markers_only() {
+    let h = Harness::start().await;
+    let t = user_token("alice");
+    h.register(&t, "edge").await;
+    for (n, limit) in [(1, 4.0), (6, 2.5), (100, 2.2)] {
+        let used = record(&h, &t, None, full_events(n, &format!("u{n}"))).await;
+        let per_event = used.write_units / n as f64;
+        println!("unsequenced | {n} | {} | {per_event:.3}", used.write_units);
+        assert!(
+            per_event <= limit,
+            "{n} unsequenced events cost {} WRU ({per_event:.2}/event, limit {limit})",
+            used.write_units
+        );
+    }
+}
+
+async fn read(h: &Harness, token: &str, route: &'static str, query: &[(&str, &str)]) -> Usage {
+    let before = h.app.store.usage();
+    let mut req = Req::new("GET", route)
+        .param("proxyId", "edge")
+        .bearer(token);
+    if route.ends_with("{date}") {
+        req = req.param("date", &today());
+    }
+    for (k, v) in query {
+        req = req.query(k, v);
+    }
+    let request = req.build();
+    let response = match route {
+        "/proxy/metrics/{proxyId}/daily/{date}" => {
+            proxy_metrics::handlers::get_daily_metrics(&h.app, request).await
+        }
+        "/proxy/metrics/{proxyId}/daily" => {
+            proxy_metrics::handlers::get_daily_range(&h.app, request).await
+        }
+        "/proxy/metrics/{proxyId}/summary" => {
+            proxy_metrics::handlers::get_summary(&h.app, request).await
+        }
+        other => panic!("{other}"),
+    };
+    let (s, b, _) = parts(response);
+    assert_eq!(s, 200, "{b}");
+    h.app.store.usage() - before
+}
+
+#[tokio::test]
+async fn reads_take_two_queries_and_do_not_grow_with_a_days_events() {
+    let h = Harness::start().await;
+    let t = token("alice", json!({"tier": "enterprise"}));
+    h.register(&t, "edge").await;
+    let start = day_str(now().date_naive() - chrono::Duration::days(365));
+    let mut summary_units = Vec::new();
+    for round in 0..3u64 {
+        // each round adds a day's worth of a busy proxy's batches, folded
+        for b in 0..10 {
+            record(
+                &h,
+                &t,
+                Some(round * 10 + b),
+                full_events(60, &format!("r{round}-{b}")),
+            )
+            .await;
+        }
+        aggregate::run_all(&h.app.store).await.unwrap();
+        // time goes on (the items forget the chunks they folded after 2 minutes)
+        h.app.clock.advance(chrono::Duration::minutes(3));
+        let daily = read(&h, &t, "/proxy/metrics/{proxyId}/daily/{date}", &[]).await;
+        let range = read(
+            &h,
+            &t,
+            "/proxy/metrics/{proxyId}/daily",
+            &[("startDate", &start), ("endDate", &today())],
+        )
+        .await;
+        let summary = read(&h, &t, "/proxy/metrics/{proxyId}/summary", &[]).await;
+        println!("round {round}: daily {daily:?}, 366-day range {range:?}, summary {summary:?}");
+        assert_eq!(
+            daily.queries, 2,
+            "a materialised day: pending chunks + days"
+        );
+        assert_eq!(range.queries, 2, "a 366-day range: pending chunks + days");
+        assert!(summary.queries <= 2, "summary: pending chunks + buckets");
+        summary_units.push(summary.read_units);
+    }
+    // three times the events, the same buckets: the summary costs the same
+    assert_eq!(summary_units[0], summary_units[2], "{summary_units:?}");
+}
+
+#[tokio::test]
+async fn an_idle_run_reads_nothing_and_a_run_reads_what_is_new() {
+    let h = Harness::start().await;
+    let t = user_token("alice");
+    h.register(&t, "edge").await;
+    let before = h.app.store.usage();
+    let idle = aggregate::run_all(&h.app.store).await.unwrap();
+    let used = h.app.store.usage() - before;
+    assert_eq!((idle.events_read, idle.proxies_processed), (0, 0));
+    // one empty query per pending shard and one of the failure records
+    assert_eq!(used.queries, 17);
+    assert_eq!(used.write_units, 0.0);
+
+    let mut per_run = Vec::new();
+    let mut sequence = 0;
+    for round in 0..3u64 {
+        for b in 0..(round + 1) * 5 {
+            record(
+                &h,
+                &t,
+                Some(sequence),
+                full_events(6, &format!("{round}-{b}")),
+            )
+            .await;
+            sequence += 1;
+        }
+        let before = h.app.store.usage();
+        let report = aggregate::run_all(&h.app.store).await.unwrap();
+        let used = h.app.store.usage() - before;
+        assert_eq!(report.events_read, (round + 1) * 30);
+        per_run.push((report.events_read, used.read_units, used.write_units));
+    }
+    println!("(events, RRU, WRU) per run: {per_run:?}");
+    // read units follow the new events, not everything the day holds
+    let (e0, r0, _) = per_run[0];
+    let (e2, r2, _) = per_run[2];
+    assert!(r2 / e2 as f64 <= 1.5 * r0 / e0 as f64, "{per_run:?}");
+}
