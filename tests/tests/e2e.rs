@@ -141,10 +141,9 @@ async fn register_record_read_over_http() {
     )
     .await;
     assert_eq!(s, 200, "{report}");
-    assert!(
-        report["daysMaterialized"].as_u64().unwrap() >= 1,
-        "{report}"
-    );
+    // (another test's run may have folded this day already: the stack is shared)
+    assert_eq!(report["daysFailed"], 0, "{report}");
+    assert!(report["daysMaterialized"].is_u64(), "{report}");
     assert!(report["durationMs"].is_u64(), "{report}");
     let (s, after) = call(
         reqwest::Method::GET,
@@ -192,4 +191,101 @@ async fn register_record_read_over_http() {
     let (s, b) = call(reqwest::Method::GET, "/proxies", None, None).await;
     assert_eq!(s, 401, "{b}");
     assert_eq!(b["code"], "PROXY_METRICS_401");
+}
+
+/// A POST with extra headers; status, body and headers.
+async fn post_with(path: &str, auth: &str, headers: &[(&str, &str)], body: Value) -> (u16, Value) {
+    let mut req = reqwest::Client::new()
+        .post(format!("{}{path}", api()))
+        .header("authorization", auth)
+        .json(&body);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().await.expect("local stack reachable");
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap_or_default();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+async fn invoke_aggregation(payload: Value) -> (u16, Value) {
+    call(
+        reqwest::Method::POST,
+        "/2015-03-31/functions/aggregate-metrics/invocations",
+        None,
+        Some(payload),
+    )
+    .await
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack; scripts/test runs it"]
+async fn sequenced_batches_and_aggregation_rules_over_http() {
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let proxy = format!("seq-{}", &run[..12]);
+    let owner = bearer(&format!("owner-{run}"));
+    let (s, b) = call(
+        reqwest::Method::POST,
+        "/proxies",
+        Some(&owner),
+        Some(json!({"proxyId": proxy})),
+    )
+    .await;
+    assert_eq!(s, 201, "{b}");
+    let at = real_now();
+    let day = common::day_str(at.date_naive());
+    let record = format!("/proxy/metrics/{proxy}/record");
+    let batch = |requests: u64| {
+        json!({"events": (0..6).map(|i| json!({"eventType": "request",
+            "timestamp": common::iso(at - chrono::Duration::seconds(10 * i)),
+            "metrics": {"requestCount": requests, "successCount": requests,
+                        "latencySamplesMs": [5.0, 7.5, 12.0]}})).collect::<Vec<_>>()})
+    };
+    let seq = |n: &'static str| [("producer-id", "boot-e2e"), ("producer-sequence", n)];
+    let (s, b) = post_with(&record, &owner, &seq("0"), batch(1)).await;
+    assert_eq!((s, b["recorded"].clone()), (201, json!(6)), "{b}");
+    // the same batch again (a retry whose answer was lost): a duplicate
+    let (s, b) = post_with(&record, &owner, &seq("0"), batch(1)).await;
+    assert_eq!((s, b["recorded"].clone()), (200, json!(0)), "{b}");
+    // a gap names the sequence expected next
+    let (s, b) = post_with(&record, &owner, &seq("2"), batch(100)).await;
+    assert_eq!(s, 409, "{b}");
+    assert_eq!(b["error"], "SEQUENCE_GAP");
+    assert_eq!(b["expectedSequence"], 1);
+    let (s, _) = post_with(&record, &owner, &seq("1"), batch(10)).await;
+    assert_eq!(s, 201);
+    // one header without the other
+    let (s, b) = post_with(&record, &owner, &[("producer-id", "x")], batch(1)).await;
+    assert_eq!((s, b["error"].clone()), (400, json!("INVALID_REQUEST")));
+
+    let daily = format!("/proxy/metrics/{proxy}/daily/{day}");
+    let (s, before) = call(reqwest::Method::GET, &daily, Some(&owner), None).await;
+    assert_eq!(s, 200, "{before}");
+    assert_eq!(before["metrics"]["requestCount"], 66);
+    // the README's fan-out payload: any JSON object, detail.shards optional
+    let (s, report) =
+        invoke_aggregation(json!({"detail": {"shards": (0..16).collect::<Vec<_>>()}})).await;
+    assert_eq!(s, 200, "{report}");
+    for field in [
+        "proxiesProcessed",
+        "daysMaterialized",
+        "eventsRead",
+        "daysFailed",
+        "daysQuarantined",
+        "durationMs",
+    ] {
+        assert!(report[field].is_u64(), "{field} in {report}");
+    }
+    let (_, after) = call(reqwest::Method::GET, &daily, Some(&owner), None).await;
+    assert_eq!(
+        after["metrics"], before["metrics"],
+        "materialising changes nothing a reader sees"
+    );
+    // operator commands go through the same invoke API
+    let (s, released) = invoke_aggregation(json!({"release": "all"})).await;
+    assert_eq!(s, 200, "{released}");
+    assert!(released["released"].is_u64());
 }
