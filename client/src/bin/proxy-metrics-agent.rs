@@ -271,6 +271,8 @@ enum Stop {
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(io::stderr)
+        // colour codes only for a person at a terminal, not in journald or a file
+        .with_ansi(io::IsTerminal::is_terminal(&io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
