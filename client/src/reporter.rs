@@ -191,27 +191,29 @@ struct State {
 }
 
 impl State {
-    /// Serialises a closed interval into the buffer; an evicted oldest event
-    /// is counted as dropped.
+    /// Serialises a closed interval into the buffer (see [`State::push`]).
     fn queue(&mut self, interval: Interval, producer_id: &str) {
+        let id = self.next_event_id(producer_id);
+        let event = serialise(&interval, id);
+        self.push(event);
+    }
+
+    fn next_event_id(&mut self, producer_id: &str) -> String {
         let id = format!("{producer_id}:{}", self.next_event_id);
         self.next_event_id += 1;
-        match serde_json::to_vec(&interval.to_event(Some(id))) {
-            Ok(json) => {
-                let evicted = self.ready.push(ReadyEvent {
-                    json,
-                    observations: interval.observations,
-                    start_ms: interval.key.start_ms,
-                });
-                if let Some(old) = evicted {
+        id
+    }
+
+    /// Queues a serialised interval; an evicted oldest event is counted as
+    /// dropped.
+    fn push(&mut self, event: Result<ReadyEvent, u64>) {
+        match event {
+            Ok(event) => {
+                if let Some(old) = self.ready.push(event) {
                     self.stats.dropped_buffer_full += old.observations;
                 }
             }
-            Err(e) => {
-                // Not expected (the event is plain data); never fatal.
-                error!(error = %e, "could not serialise an interval; dropped");
-                self.stats.dropped_rejected += interval.observations;
-            }
+            Err(observations) => self.stats.dropped_rejected += observations,
         }
     }
 
@@ -223,6 +225,23 @@ impl State {
         s.buffered = self.ready.len() as u64;
         s.buffered_peak = self.ready.peak() as u64;
         s
+    }
+}
+
+/// The contract event of a closed interval as JSON bytes; `Err` holds its
+/// observations if it could not be serialised.
+fn serialise(interval: &Interval, event_id: String) -> Result<ReadyEvent, u64> {
+    match serde_json::to_vec(&interval.to_event(Some(event_id))) {
+        Ok(json) => Ok(ReadyEvent {
+            json,
+            observations: interval.observations,
+            start_ms: interval.key.start_ms,
+        }),
+        Err(e) => {
+            // Not expected (the event is plain data); never fatal.
+            error!(error = %e, "could not serialise an interval; dropped");
+            Err(interval.observations)
+        }
     }
 }
 
@@ -777,32 +796,46 @@ impl Sender {
     }
 
     /// Moves ended intervals (all of them when stopping) to the buffer, adds
-    /// a heartbeat when one is due, and returns the buffer's length.
+    /// a heartbeat when one is due, and returns the buffer's length. The
+    /// intervals are serialised between two short locks, not under one long
+    /// one, so that `record()` never waits for JSON encoding.
     fn close_intervals(&mut self, all: bool) -> usize {
         let shared = &self.shared;
         let now_ms = shared.clock.now().timestamp_millis();
         let grace_ms = i64::try_from(shared.config.close_grace.as_millis()).unwrap_or(i64::MAX);
-        let mut st = shared.lock();
-        let closed = if all {
-            st.aggregator.close_all()
-        } else {
-            st.aggregator.close_due(now_ms, grace_ms)
-        };
-        for interval in closed {
-            st.queue(interval, &shared.producer_id);
-        }
-        if let Some(every) = shared.config.heartbeat {
-            let every_ms = i64::try_from(every.as_millis()).unwrap_or(i64::MAX);
-            if !all
-                && st.aggregator.open_len() == 0
-                && now_ms.saturating_sub(st.last_activity_ms) >= every_ms
-            {
-                st.last_activity_ms = now_ms;
-                st.queue(
-                    Interval::heartbeat(interval_start(now_ms)),
-                    &shared.producer_id,
-                );
+        let mut closed = {
+            let mut st = shared.lock();
+            let mut closed = if all {
+                st.aggregator.close_all()
+            } else {
+                st.aggregator.close_due(now_ms, grace_ms)
+            };
+            if let Some(every) = shared.config.heartbeat {
+                let every_ms = i64::try_from(every.as_millis()).unwrap_or(i64::MAX);
+                if !all
+                    && closed.is_empty()
+                    && st.aggregator.open_len() == 0
+                    && now_ms.saturating_sub(st.last_activity_ms) >= every_ms
+                {
+                    st.last_activity_ms = now_ms;
+                    closed.push(Interval::heartbeat(interval_start(now_ms)));
+                }
             }
+            closed
+                .drain(..)
+                .map(|i| {
+                    let id = st.next_event_id(&shared.producer_id);
+                    (i, id)
+                })
+                .collect::<Vec<_>>()
+        };
+        let events: Vec<_> = closed
+            .drain(..)
+            .map(|(interval, id)| serialise(&interval, id))
+            .collect();
+        let mut st = shared.lock();
+        for event in events {
+            st.push(event);
         }
         st.ready.len()
     }

@@ -267,6 +267,11 @@ enum Stop {
     InputEnded(Result<io::Result<()>, tokio::sync::oneshot::error::RecvError>),
 }
 
+fn second_signal() -> ExitCode {
+    warn!("second signal: exiting without waiting for the flush");
+    ExitCode::FAILURE
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -380,7 +385,12 @@ async fn main() -> ExitCode {
         }
     }
 
-    let stats = reporter.shutdown().await;
+    // A second signal during the flush means "now": exit without waiting.
+    let stats = tokio::select! {
+        stats = reporter.shutdown() => stats,
+        _ = sigterm.recv() => return second_signal(),
+        _ = sigint.recv() => return second_signal(),
+    };
     let (read, parsed, malformed) = lines.get();
     info!(
         lines_read = read,
