@@ -65,6 +65,9 @@ fn sigterm_reads_what_is_written_flushes_and_exits_zero() {
     let agent = Agent::spawn(
         &[
             "--dry-run",
+            // the file is empty: the lines must count even if the agent
+            // opens it only after they were written
+            "--from-start",
             "--format",
             "nginx",
             "--poll-ms",
@@ -74,7 +77,6 @@ fn sigterm_reads_what_is_written_flushes_and_exits_zero() {
         &[("PROXY_ID", "edge-test-2")],
     );
     agent.wait_started();
-    // written after the agent started following the (empty) file's end
     let (text, totals) = nginx_log(
         700,
         now() - chrono::Duration::seconds(2),
