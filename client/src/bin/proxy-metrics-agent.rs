@@ -43,7 +43,7 @@ struct Args {
     #[arg(long, value_enum, default_value_t = FormatArg::Nginx)]
     format: FormatArg,
 
-    /// API base URL, e.g. https://api.example.com.
+    /// API base URL, e.g. `https://api.example.com`.
     #[arg(long, env = "PROXY_METRICS_URL")]
     url: Option<String>,
 
@@ -60,7 +60,7 @@ struct Args {
     from_start: bool,
 
     /// Stop at the end of the file (flush and exit) instead of following it.
-    #[arg(long, alias = "no-follow")]
+    #[arg(long, visible_alias = "no-follow")]
     once: bool,
 
     /// Print each batch (its JSON body, one line) to stdout instead of sending it.
