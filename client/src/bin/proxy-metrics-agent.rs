@@ -1,0 +1,403 @@
+//! `proxy-metrics-agent`: follows a proxy's access log (nginx, Envoy or any
+//! JSON log) and reports it to the proxy-metrics API through the
+//! [`Reporter`]: one observation per log line, pre-aggregated per 10 s,
+//! sent as sequenced batches.
+//!
+//! On SIGTERM or SIGINT it reads what the log already holds, flushes
+//! everything (within `--shutdown-timeout`) and exits 0. Logs go to stderr
+//! (`RUST_LOG` sets the level); stdout carries only `--dry-run` batches.
+
+use std::io;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use proxy_metrics_client::agent::parse::{self, DurationUnit, Format, JsonMapping};
+use proxy_metrics_client::agent::tail::{self, Control, Line, Source, TailOptions};
+use proxy_metrics_client::{Config, Reporter};
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::{error, info, warn};
+
+/// Malformed lines logged one by one before the agent only counts them.
+const MALFORMED_LOGGED: u64 = 10;
+/// How often progress is logged.
+const PROGRESS_EVERY: Duration = Duration::from_secs(60);
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "proxy-metrics-agent",
+    version,
+    about = "Follows a proxy's access log and reports requests, errors, latency and bytes to the proxy-metrics API",
+    after_help = "Examples:\n  proxy-metrics-agent --format nginx /var/log/nginx/access.log\n  envoy … | proxy-metrics-agent --format envoy -\n  proxy-metrics-agent --format json --json-time-field ts --json-duration-field duration \\\n      --json-duration-unit s --json-bytes-sent-field size --json-bytes-received-field bytes_read caddy.log"
+)]
+struct Args {
+    /// Access log to follow, or `-` for standard input.
+    #[arg(value_name = "LOG", default_value = "-")]
+    log: String,
+
+    /// Log format: nginx (combined + $request_time), envoy (default format,
+    /// JSON or text), json (fields named by the --json-* options).
+    #[arg(long, value_enum, default_value_t = FormatArg::Nginx)]
+    format: FormatArg,
+
+    /// API base URL, e.g. `https://api.example.com`.
+    #[arg(long, env = "PROXY_METRICS_URL")]
+    url: Option<String>,
+
+    /// Bearer token (a proxy token: scope metrics:write, proxy_id = this proxy).
+    #[arg(long, env = "PROXY_METRICS_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+
+    /// The proxy's id, as registered with POST /proxies.
+    #[arg(long, env = "PROXY_ID")]
+    proxy_id: String,
+
+    /// Read the file from its beginning (default: from its current end).
+    #[arg(long)]
+    from_start: bool,
+
+    /// Stop at the end of the file (flush and exit) instead of following it.
+    #[arg(long, visible_alias = "no-follow")]
+    once: bool,
+
+    /// Print each batch (its JSON body, one line) to stdout instead of sending it.
+    #[arg(long)]
+    dry_run: bool,
+
+    /// Seconds between batches (a full batch of 500 events goes at once).
+    #[arg(long, value_name = "SECONDS", default_value = "60", value_parser = seconds)]
+    flush_interval: Duration,
+
+    /// Closed 10-second intervals kept while the API is unreachable; the
+    /// oldest is dropped (and counted) when full.
+    #[arg(long, value_name = "EVENTS", default_value_t = 1000)]
+    buffer_capacity: usize,
+
+    /// Seconds allowed for the final flush on SIGTERM/SIGINT or end of input.
+    #[arg(long, value_name = "SECONDS", default_value = "10", value_parser = seconds)]
+    shutdown_timeout: Duration,
+
+    /// Send a healthy, empty event after this many idle seconds (off by
+    /// default: an idle log does not prove the proxy is up).
+    #[arg(long, value_name = "SECONDS", value_parser = seconds)]
+    heartbeat: Option<Duration>,
+
+    /// Milliseconds between checks of the log for new lines and rotation.
+    #[arg(long, value_name = "MS", default_value_t = 250)]
+    poll_ms: u64,
+
+    /// --format json: field holding the time (RFC 3339, nginx time, or epoch
+    /// s/ms/µs/ns); '' for none (receipt time). A dotted name reaches into
+    /// nested objects.
+    #[arg(long, value_name = "FIELD", default_value = "time")]
+    json_time_field: String,
+
+    /// --format json: field holding the HTTP status.
+    #[arg(long, value_name = "FIELD", default_value = "status")]
+    json_status_field: String,
+
+    /// --format json: field holding the request's duration; '' for none.
+    #[arg(long, value_name = "FIELD", default_value = "request_time")]
+    json_duration_field: String,
+
+    /// --format json: unit of the duration field.
+    #[arg(long, value_enum, default_value_t = UnitArg::S)]
+    json_duration_unit: UnitArg,
+
+    /// --format json: field holding the bytes sent to the client; '' for none.
+    #[arg(long, value_name = "FIELD", default_value = "body_bytes_sent")]
+    json_bytes_sent_field: String,
+
+    /// --format json: field holding the bytes received from the client; '' for none.
+    #[arg(long, value_name = "FIELD", default_value = "request_length")]
+    json_bytes_received_field: String,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum FormatArg {
+    Nginx,
+    Envoy,
+    Json,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum UnitArg {
+    S,
+    Ms,
+    Us,
+    Ns,
+}
+
+fn seconds(s: &str) -> Result<Duration, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    Duration::try_from_secs_f64(v)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("{s:?} is not a positive number of seconds"))
+}
+
+fn optional(field: &str) -> Option<String> {
+    (!field.is_empty()).then(|| field.to_owned())
+}
+
+impl Args {
+    fn format(&self) -> Format {
+        match self.format {
+            FormatArg::Nginx => Format::Nginx,
+            FormatArg::Envoy => Format::Envoy,
+            FormatArg::Json => Format::Json(JsonMapping {
+                time_field: optional(&self.json_time_field),
+                status_field: self.json_status_field.clone(),
+                duration_field: optional(&self.json_duration_field),
+                duration_unit: match self.json_duration_unit {
+                    UnitArg::S => DurationUnit::Seconds,
+                    UnitArg::Ms => DurationUnit::Millis,
+                    UnitArg::Us => DurationUnit::Micros,
+                    UnitArg::Ns => DurationUnit::Nanos,
+                },
+                bytes_sent_field: optional(&self.json_bytes_sent_field),
+                bytes_received_field: optional(&self.json_bytes_received_field),
+            }),
+        }
+    }
+
+    fn reporter(&self) -> Result<Reporter, String> {
+        let (url, token) = match (&self.url, &self.token, self.dry_run) {
+            (Some(u), Some(t), _) => (u.clone(), t.clone()),
+            (u, t, true) => (u.clone().unwrap_or_default(), t.clone().unwrap_or_default()),
+            (None, _, false) => return Err("--url (or PROXY_METRICS_URL) is required".into()),
+            (_, None, false) => return Err("--token (or PROXY_METRICS_TOKEN) is required".into()),
+        };
+        Reporter::builder(url, token, self.proxy_id.clone())
+            .config(Config {
+                flush_interval: self.flush_interval,
+                buffer_capacity: self.buffer_capacity,
+                shutdown_timeout: self.shutdown_timeout,
+                heartbeat: self.heartbeat,
+                ..Config::default()
+            })
+            .dry_run(self.dry_run)
+            .build()
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Line counts, bumped by the reading thread.
+#[derive(Debug, Default)]
+struct Lines {
+    read: AtomicU64,
+    parsed: AtomicU64,
+    malformed: AtomicU64,
+}
+
+impl Lines {
+    fn get(&self) -> (u64, u64, u64) {
+        (
+            self.read.load(Ordering::Relaxed),
+            self.parsed.load(Ordering::Relaxed),
+            self.malformed.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// At most 200 characters of a line, for a log message.
+fn excerpt(line: &str) -> String {
+    let mut s: String = line.chars().take(200).collect();
+    if s.len() < line.len() {
+        s.push('…');
+    }
+    s
+}
+
+fn handle_line(line: Line<'_>, format: &Format, reporter: &Reporter, lines: &Lines) {
+    lines.read.fetch_add(1, Ordering::Relaxed);
+    let problem = match line {
+        Line::TooLong => Some(("line too long".to_owned(), String::new())),
+        Line::Text(bytes) => {
+            let text = String::from_utf8_lossy(bytes);
+            match parse::parse_line(format, &text) {
+                Ok(Some(record)) => {
+                    lines.parsed.fetch_add(1, Ordering::Relaxed);
+                    reporter.record(record.to_observation());
+                    None
+                }
+                Ok(None) => None,
+                Err(e) => Some((e.0.to_owned(), excerpt(&text))),
+            }
+        }
+    };
+    if let Some((reason, text)) = problem {
+        let n = lines.malformed.fetch_add(1, Ordering::Relaxed) + 1;
+        if n <= MALFORMED_LOGGED {
+            warn!(%reason, line = %text, "skipping a malformed log line");
+        }
+        if n == MALFORMED_LOGGED {
+            warn!("further malformed lines are counted, not logged one by one");
+        }
+    }
+}
+
+fn log_progress(lines: &Lines, reporter: &Reporter, last: &mut (u64, u64, u64)) {
+    let now = lines.get();
+    if now == *last {
+        return;
+    }
+    *last = now;
+    let s = reporter.stats();
+    info!(
+        lines_read = now.0,
+        lines_parsed = now.1,
+        lines_malformed = now.2,
+        sent = s.sent,
+        pending = s.pending,
+        dropped_buffer_full = s.dropped_buffer_full,
+        dropped_rejected = s.dropped_rejected,
+        retries = s.retries,
+        "progress"
+    );
+}
+
+enum Stop {
+    Signal(&'static str),
+    InputEnded(Result<io::Result<()>, tokio::sync::oneshot::error::RecvError>),
+}
+
+fn second_signal() -> ExitCode {
+    warn!("second signal: exiting without waiting for the flush");
+    ExitCode::FAILURE
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(io::stderr)
+        // colour codes only for a person at a terminal, not in journald or a file
+        .with_ansi(io::IsTerminal::is_terminal(&io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let args = Args::parse();
+    let format = args.format();
+    let source = if args.log == "-" {
+        Source::Stdin
+    } else {
+        Source::File(PathBuf::from(&args.log))
+    };
+    let reporter = match args.reporter() {
+        Ok(r) => r,
+        Err(e) => {
+            error!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+
+    // Signal handlers before anything is read: from here on a SIGTERM
+    // flushes instead of killing.
+    let (mut sigterm, mut sigint) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(t), Ok(i)) => (t, i),
+        (Err(e), _) | (_, Err(e)) => {
+            error!(error = %e, "cannot install signal handlers");
+            return ExitCode::FAILURE;
+        }
+    };
+
+    let lines = Arc::new(Lines::default());
+    let control = Arc::new(Control::default());
+    let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();
+    let options = TailOptions {
+        from_start: args.from_start,
+        follow: !args.once,
+        poll: Duration::from_millis(args.poll_ms.max(10)),
+        ..TailOptions::default()
+    };
+    // A plain thread, not the runtime's: file reads block, and a thread
+    // stuck reading stdin must not hold up the exit after the flush.
+    {
+        let (reporter, lines, control, source) = (
+            reporter.clone(),
+            lines.clone(),
+            control.clone(),
+            source.clone(),
+        );
+        std::thread::spawn(move || {
+            let result = tail::run(&source, &options, &control, &mut |line| {
+                handle_line(line, &format, &reporter, &lines)
+            });
+            let _ = done_tx.send(result);
+        });
+    }
+    info!(
+        log = %args.log,
+        format = ?args.format,
+        proxy_id = %args.proxy_id,
+        producer_id = %reporter.producer_id(),
+        dry_run = args.dry_run,
+        "proxy-metrics-agent started"
+    );
+
+    let mut progress = tokio::time::interval(PROGRESS_EVERY);
+    progress.tick().await;
+    let mut last = (0, 0, 0);
+    let stop = loop {
+        tokio::select! {
+            _ = sigterm.recv() => break Stop::Signal("SIGTERM"),
+            _ = sigint.recv() => break Stop::Signal("SIGINT"),
+            result = &mut done_rx => break Stop::InputEnded(result),
+            _ = progress.tick() => log_progress(&lines, &reporter, &mut last),
+        }
+    };
+
+    let mut code = ExitCode::SUCCESS;
+    match stop {
+        Stop::Signal(name) => {
+            info!("{name}: reading what the log already holds, then flushing");
+            control.drain();
+            // Bounded: stdin, or a log written faster than we read, may
+            // never reach an end.
+            let drain_for = (args.shutdown_timeout / 2).min(Duration::from_secs(5));
+            match tokio::time::timeout(drain_for, &mut done_rx).await {
+                Ok(Ok(Err(e))) => warn!(error = %e, "reading the log failed while draining"),
+                Ok(_) => {}
+                Err(_) => {
+                    control.stop();
+                    warn!("the log was not read to its end in time; flushing what was read");
+                }
+            }
+        }
+        Stop::InputEnded(Ok(Ok(()))) => info!("end of input; flushing"),
+        Stop::InputEnded(Ok(Err(e))) => {
+            error!(error = %e, log = %args.log, "reading the log failed; flushing and exiting");
+            code = ExitCode::FAILURE;
+        }
+        Stop::InputEnded(Err(_)) => {
+            error!("the log reader stopped unexpectedly; flushing and exiting");
+            code = ExitCode::FAILURE;
+        }
+    }
+
+    // A second signal during the flush means "now": exit without waiting.
+    let stats = tokio::select! {
+        stats = reporter.shutdown() => stats,
+        _ = sigterm.recv() => return second_signal(),
+        _ = sigint.recv() => return second_signal(),
+    };
+    let (read, parsed, malformed) = lines.get();
+    info!(
+        lines_read = read,
+        lines_parsed = parsed,
+        lines_malformed = malformed,
+        stats = %serde_json::to_string(&stats).unwrap_or_default(),
+        "proxy-metrics-agent stopped"
+    );
+    code
+}
