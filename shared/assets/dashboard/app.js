@@ -41,6 +41,7 @@
     error: $('error'),
     errorMessage: $('error-message'),
     errorHint: $('error-hint'),
+    retry: $('retry'),
     tokenSection: $('token-section'),
     tokenForm: $('token-form'),
     tokenInput: $('token-input'),
@@ -340,19 +341,19 @@
     if (err.kind === 'network') {
       return {
         message: 'Could not reach the metrics service (network error).',
-        hint: 'Check your connection, then press Refresh or reload the page.',
+        hint: 'Check your connection, then press Retry.',
       };
     }
     if (err.kind === 'timeout') {
       return {
         message: 'The metrics service did not answer within ' + REQUEST_TIMEOUT_MS / 1000 + ' seconds.',
-        hint: 'It may be busy: retry shortly with Refresh.',
+        hint: 'It may be busy: press Retry in a moment.',
       };
     }
     if (err.kind === 'bad-response') {
       return {
         message: 'The metrics service gave an answer this page cannot read (HTTP ' + err.status + ').',
-        hint: 'Retry shortly with Refresh; if it persists, report it.',
+        hint: 'Press Retry in a moment; if it persists, report it.',
       };
     }
     const body = err.body || {};
@@ -377,7 +378,7 @@
       case 404:
         return {
           message: server || 'That proxy was not found.',
-          hint: 'It does not exist or is not yours: choose another proxy, or press Refresh to reload the list.',
+          hint: 'It does not exist or is not yours: choose another proxy, or press Refresh to read the list again.',
         };
       case 422:
         return {
@@ -388,7 +389,7 @@
       case 503:
         return {
           message: server || 'The metrics service is busy.',
-          hint: 'The service is busy: retry shortly with Refresh' + retryAfterText(err.retryAfter) + '.',
+          hint: 'The service is busy: retry shortly with Retry' + retryAfterText(err.retryAfter) + '.',
         };
       case 500:
         return {
@@ -399,15 +400,23 @@
       default:
         return {
           message: server || 'The metrics service answered with an unexpected error (HTTP ' + err.status + ').',
-          hint: 'Retry shortly with Refresh; if it persists, report it.',
+          hint: 'Press Retry in a moment; if it persists, report it.',
         };
     }
+  }
+
+  // Errors worth trying again as they are: the network, a timeout, a busy or failing service.
+  function isRetryable(err) {
+    if (!(err instanceof ApiError)) return false;
+    if (err.kind !== 'http') return err.kind !== 'aborted';
+    return err.status === 429 || err.status >= 500;
   }
 
   function showError(err) {
     const { message, hint } = describeError(err);
     ui.errorMessage.textContent = message;
     ui.errorHint.textContent = hint;
+    show(ui.retry, isRetryable(err) && Boolean(token));
     if (err instanceof ApiError && err.kind === 'http') {
       ui.error.dataset.status = String(err.status);
       const kind = err.body && typeof err.body.error === 'string' ? err.body.error : '';
@@ -420,6 +429,7 @@
   }
 
   function showSimpleError(message, hint) {
+    show(ui.retry, false);
     ui.errorMessage.textContent = message;
     ui.errorHint.textContent = hint;
     ui.error.dataset.status = '';
@@ -429,6 +439,7 @@
 
   function clearError() {
     show(ui.error, false);
+    show(ui.retry, false);
     ui.errorMessage.textContent = '';
     ui.errorHint.textContent = '';
     delete ui.error.dataset.status;
@@ -681,6 +692,9 @@
     const hasEvents = days.some((d) => d.eventCount > 0 || d.requestCount > 0);
     if (!hasEvents) {
       destroyCharts();
+      ui.uptimeBars.replaceChildren();
+      uptimeDays = [];
+      selectedDay = -1;
       show(ui.charts, false);
       ui.empty.textContent = 'No events yet for ' + proxyLabel(proxyId) + ' in the last ' + period +
         ' days (' + start + ' to ' + end + ', UTC). Charts appear once the proxy records metrics.';
@@ -948,11 +962,12 @@
     ui.forget.addEventListener('click', onForget);
     ui.proxySelect.addEventListener('change', loadProxyData);
     ui.periodSelect.addEventListener('change', loadProxyData);
-    ui.refresh.addEventListener('click', () => {
-      if (!token) return;
-      if (ui.proxySelect.value) loadProxyData();
-      else loadProxies();
-    });
+    // Refresh and Retry read the proxy list again (it may have changed), then the data.
+    const reload = () => {
+      if (token) loadProxies();
+    };
+    ui.refresh.addEventListener('click', reload);
+    ui.retry.addEventListener('click', reload);
     ui.uptimeBars.addEventListener('mouseover', (e) => {
       const i = barIndex(e.target);
       if (i >= 0) selectDay(i);
