@@ -162,7 +162,8 @@
   // figure than the real one (99.996 shows as 99.99, not 100.00).
   function fmtPctFloor(v) {
     if (!isNum(v)) return '—';
-    return (Math.floor(v * 100) / 100).toFixed(2) + ' %';
+    // The epsilon keeps binary fractions honest: 99.3 * 100 is 9929.999…
+    return (Math.floor(v * 100 + 1e-6) / 100).toFixed(2) + ' %';
   }
 
   function fmtPct(v) {
