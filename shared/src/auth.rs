@@ -9,7 +9,9 @@
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode};
 use serde::Deserialize;
@@ -127,19 +129,21 @@ impl Caller {
 
 /// The claims this service reads. `iss` and `aud` are checked by `jsonwebtoken`
 /// itself (see [`validation`]); the time claims against the service's clock.
+///
+/// The claims that narrow or name the caller are kept as raw JSON when
+/// present (`present`), so that a claim sent as `null` or with the wrong type
+/// is told apart from an absent one: it is a 401, never a wider token
+/// (`"scope": null` is not "all scopes", `"proxy_id": null` is not "any proxy").
 #[derive(Debug, Deserialize)]
 struct Claims {
-    #[serde(default)]
-    sub: Option<String>,
-    /// Any JSON value: an unknown or malformed tier counts as `free`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
+    sub: Option<serde_json::Value>,
+    #[serde(default, deserialize_with = "present")]
     tier: Option<serde_json::Value>,
-    /// Strictly a string: a malformed scope must never widen into "all scopes".
-    #[serde(default)]
-    scope: Option<String>,
-    /// Strictly a string: a malformed proxy restriction must never be dropped.
-    #[serde(default)]
-    proxy_id: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    scope: Option<serde_json::Value>,
+    #[serde(default, deserialize_with = "present")]
+    proxy_id: Option<serde_json::Value>,
     /// Required (checked by `jsonwebtoken`); a number, or the token is malformed.
     #[serde(default)]
     exp: Option<f64>,
@@ -163,6 +167,10 @@ pub const UNKNOWN_KID_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
 /// After a failed fetch, no new attempt is made for this long (stale keys, if
 /// any, keep being used meanwhile).
 pub const FAILED_FETCH_BACKOFF: Duration = Duration::from_secs(10);
+/// How long cached keys stay in use past their lifetime while the key server
+/// cannot be reached; after that requests get 503, so that a key removed from
+/// the JWKS stops working even if its server is down.
+pub const STALE_JWKS_GRACE: Duration = Duration::from_secs(24 * 3600);
 /// Largest JWKS document accepted from `JWT_JWKS_URL`.
 pub const MAX_JWKS_BYTES: usize = 256 * 1024;
 /// Timeouts of the JWKS fetch (a Lambda's budget is seconds, not minutes).
@@ -380,7 +388,7 @@ impl Authenticator {
         let keys = match &config.keys {
             KeySource::SharedSecret(secret) => Keys::Fixed(Arc::new(KeySet::shared_secret(secret))),
             KeySource::Jwks(set) => Keys::Fixed(Arc::clone(set)),
-            KeySource::JwksUrl(url) => Keys::Remote(RemoteJwks::new(url)),
+            KeySource::JwksUrl(url) => Keys::Remote(RemoteJwks::new(url, clock.clone())),
         };
         let validations = [Algorithm::HS256, Algorithm::RS256, Algorithm::ES256]
             .into_iter()
@@ -451,17 +459,22 @@ impl Authenticator {
             .map_err(|e| ApiError::Unauthorized(describe_jwt_error(&e)))?;
         let claims = data.claims;
         check_time_claims(&claims, self.clock.now().timestamp())?;
-        let user_id = claims
-            .sub
+        let user_id = string_claim("sub", claims.sub)?
             .filter(|s| !s.is_empty())
             .ok_or_else(|| ApiError::Unauthorized("The token has no subject (sub).".into()))?;
+        // The user id becomes part of storage keys: bounded well under
+        // DynamoDB's key limits.
+        if user_id.len() > MAX_SUBJECT_BYTES {
+            return Err(ApiError::Unauthorized(format!(
+                "The token's subject (sub) is longer than {MAX_SUBJECT_BYTES} bytes."
+            )));
+        }
         Ok(Caller {
             user_id,
-            tier: Tier::from_claim(claims.tier.as_ref().and_then(serde_json::Value::as_str)),
-            scopes: claims
-                .scope
+            tier: Tier::from_claim(string_claim("tier", claims.tier)?.as_deref()),
+            scopes: string_claim("scope", claims.scope)?
                 .map(|s| s.split_whitespace().map(str::to_string).collect()),
-            proxy_id: claims.proxy_id,
+            proxy_id: string_claim("proxy_id", claims.proxy_id)?,
         })
     }
 
@@ -490,6 +503,28 @@ impl Authenticator {
                 }
             }
         }
+    }
+}
+
+/// The longest `sub` accepted, in bytes (the contract's 256).
+pub const MAX_SUBJECT_BYTES: usize = 256;
+
+/// Keeps a claim's value when the claim is present, even as `null`.
+fn present<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<serde_json::Value>, D::Error> {
+    serde_json::Value::deserialize(deserializer).map(Some)
+}
+
+/// A claim that must be a string when present: absent is `None`; `null` or
+/// another type is a 401.
+fn string_claim(name: &str, value: Option<serde_json::Value>) -> Result<Option<String>, ApiError> {
+    match value {
+        None => Ok(None),
+        Some(serde_json::Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(ApiError::Unauthorized(format!(
+            "The token's '{name}' claim must be a string."
+        ))),
     }
 }
 
@@ -572,21 +607,40 @@ struct RemoteJwks {
     state: Mutex<RemoteState>,
     /// One fetch at a time; others wait for its result instead of fetching too.
     fetching: tokio::sync::Mutex<()>,
+    /// Lifetimes and back-offs are read against the service's clock.
+    clock: Clock,
+}
+
+fn chrono_span(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }
 
 #[derive(Default)]
 struct RemoteState {
     keys: Option<Arc<KeySet>>,
     /// When the cached set should be fetched again.
-    expires_at: Option<Instant>,
+    expires_at: Option<DateTime<Utc>>,
     /// After a failure: no new attempt before this.
-    retry_at: Option<Instant>,
+    retry_at: Option<DateTime<Utc>>,
     /// The last refetch caused by an unknown kid (rate-limited).
-    last_unknown_kid_refresh: Option<Instant>,
+    last_unknown_kid_refresh: Option<DateTime<Utc>>,
+}
+
+impl RemoteState {
+    /// Cached keys past their lifetime, while still within
+    /// [`STALE_JWKS_GRACE`] of it (refetches failing meanwhile).
+    fn stale(&self, now: DateTime<Utc>) -> Option<Arc<KeySet>> {
+        match (&self.keys, self.expires_at) {
+            (Some(keys), Some(at)) if now < at + chrono_span(STALE_JWKS_GRACE) => {
+                Some(Arc::clone(keys))
+            }
+            _ => None,
+        }
+    }
 }
 
 impl RemoteJwks {
-    fn new(url: &str) -> Self {
+    fn new(url: &str, clock: Clock) -> Self {
         // The AWS SDK already links rustls with aws-lc-rs; make it the
         // process default so reqwest uses the same provider (no ring, no OpenSSL).
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
@@ -605,6 +659,7 @@ impl RemoteJwks {
             client,
             state: Mutex::new(RemoteState::default()),
             fetching: tokio::sync::Mutex::new(()),
+            clock,
         }
     }
 
@@ -623,25 +678,32 @@ impl RemoteJwks {
         if let Some(fresh) = self.fresh() {
             return Ok(fresh);
         }
-        let now = Instant::now();
+        let now = self.clock.now();
         {
             let state = self.state();
             if state.retry_at.is_some_and(|at| now < at) {
-                return state.keys.clone().ok_or_else(|| {
-                    ApiError::Internal("the JWKS could not be fetched recently; backing off".into())
+                return state.stale(now).ok_or_else(|| {
+                    ApiError::ServiceUnavailable(
+                        "the JWKS could not be fetched recently; backing off".into(),
+                    )
                 });
             }
         }
         match self.fetch().await {
             Ok(set) => Ok(set),
             Err(error) => {
-                let stale = self.state().keys.clone();
+                let stale = self.state().stale(self.clock.now());
                 match stale {
                     Some(keys) => {
                         tracing::warn!(url = %self.url, %error, "JWKS refresh failed; using the cached keys");
                         Ok(keys)
                     }
-                    None => Err(ApiError::Internal(format!("JWKS fetch failed: {error}"))),
+                    // No keys at a cold start, or keys too long past their
+                    // lifetime (a removed key must stop working): the key
+                    // server is unavailable, which a client may retry.
+                    None => Err(ApiError::ServiceUnavailable(format!(
+                        "JWKS fetch failed: {error}"
+                    ))),
                 }
             }
         }
@@ -650,7 +712,7 @@ impl RemoteJwks {
     fn fresh(&self) -> Option<Arc<KeySet>> {
         let state = self.state();
         match (&state.keys, state.expires_at) {
-            (Some(keys), Some(at)) if Instant::now() < at => Some(Arc::clone(keys)),
+            (Some(keys), Some(at)) if self.clock.now() < at => Some(Arc::clone(keys)),
             _ => None,
         }
     }
@@ -659,7 +721,7 @@ impl RemoteJwks {
     /// [`UNKNOWN_KID_REFRESH_INTERVAL`]. Returns the newer set, if there is one.
     async fn refresh_for_unknown_kid(&self, seen: &Arc<KeySet>) -> Option<Arc<KeySet>> {
         let _one_fetch = self.fetching.lock().await;
-        let now = Instant::now();
+        let now = self.clock.now();
         {
             let mut state = self.state();
             // Someone else refetched while we waited: use that.
@@ -670,7 +732,7 @@ impl RemoteJwks {
             }
             if state
                 .last_unknown_kid_refresh
-                .is_some_and(|at| now.duration_since(at) < UNKNOWN_KID_REFRESH_INTERVAL)
+                .is_some_and(|at| now - at < chrono_span(UNKNOWN_KID_REFRESH_INTERVAL))
             {
                 return None;
             }
@@ -689,19 +751,19 @@ impl RemoteJwks {
     /// back-off starts. Callers hold `fetching`.
     async fn fetch(&self) -> Result<Arc<KeySet>, String> {
         let result = self.download().await;
-        let now = Instant::now();
+        let now = self.clock.now();
         let mut state = self.state();
         match result {
             Ok((set, max_age)) => {
                 let set = Arc::new(set);
                 tracing::info!(url = %self.url, keys = set.len(), max_age_s = max_age.as_secs(), "JWKS fetched");
                 state.keys = Some(Arc::clone(&set));
-                state.expires_at = Some(now + max_age);
+                state.expires_at = Some(now + chrono_span(max_age));
                 state.retry_at = None;
                 Ok(set)
             }
             Err(error) => {
-                state.retry_at = Some(now + FAILED_FETCH_BACKOFF);
+                state.retry_at = Some(now + chrono_span(FAILED_FETCH_BACKOFF));
                 Err(error)
             }
         }
@@ -932,12 +994,14 @@ mod tests {
 
     #[tokio::test]
     async fn tiers_default_to_free_and_absent_scope_means_all() {
-        for tier in [json!(null), json!("gold"), json!(7), json!("PRO")] {
+        // (a null here removes the claim: absent)
+        for tier in [json!(null), json!("gold"), json!("PRO")] {
             let caller = check(&hs(), &hs_token(json!({"tier": tier})))
                 .await
                 .unwrap();
             assert_eq!(caller.tier, Tier::Free, "{tier}");
         }
+        assert_401(&hs(), &hs_token(json!({"tier": 7})), "numeric tier").await;
         let caller = check(&hs(), &hs_token(json!({"tier": "pro"})))
             .await
             .unwrap();
@@ -960,6 +1024,41 @@ mod tests {
         )
         .await;
         assert_401(&hs(), &hs_token(json!({"proxy_id": 5})), "numeric proxy_id").await;
+    }
+
+    #[tokio::test]
+    async fn present_but_null_claims_are_refused_never_widened() {
+        for claim in ["scope", "proxy_id", "sub", "tier"] {
+            let mut claims = claims(json!({"scope": "metrics:read", "proxy_id": "edge-1"}));
+            claims[claim] = Value::Null;
+            let token = sign(Algorithm::HS256, None, SECRET, &claims);
+            assert_401(&hs(), &token, &format!("{claim}: null")).await;
+        }
+        for (claim, value) in [
+            ("scope", json!({})),
+            ("sub", json!(["alice"])),
+            ("proxy_id", json!(true)),
+        ] {
+            let mut claims = claims(json!({}));
+            claims[claim] = value;
+            let token = sign(Algorithm::HS256, None, SECRET, &claims);
+            assert_401(&hs(), &token, claim).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn the_subject_is_at_most_256_bytes() {
+        let longest = "é".repeat(128); // 256 bytes
+        let caller = check(&hs(), &hs_token(json!({"sub": longest})))
+            .await
+            .unwrap();
+        assert_eq!(caller.user_id.len(), MAX_SUBJECT_BYTES);
+        assert_401(
+            &hs(),
+            &hs_token(json!({"sub": format!("{longest}x")})),
+            "257 bytes",
+        )
+        .await;
     }
 
     #[tokio::test]

@@ -48,6 +48,12 @@ fn jwks(keys: Vec<Jwk>) -> String {
     serde_json::to_string(&JwkSet { keys }).unwrap()
 }
 
+/// Claims of a token issued at `at` (for a harness whose clock moved).
+fn claims_at(sub: &str, at: chrono::DateTime<chrono::Utc>) -> Value {
+    let now = at.timestamp();
+    json!({"sub": sub, "exp": now + 3600, "iat": now})
+}
+
 fn claims(sub: &str, extra: Value) -> Value {
     let now = now().timestamp();
     let mut claims = json!({"sub": sub, "exp": now + 3600, "iat": now});
@@ -177,8 +183,17 @@ async fn handle(app: &App, route: Route, request: Request) -> Response<Body> {
 }
 
 async fn call(app: &App, route: Route, token: &str, proxy_id: &str) -> (u16, Value) {
-    let (status, body, _) = parts(handle(app, route, request(route, token, proxy_id)).await);
+    let (status, body, _) = call_with_headers(app, route, token, proxy_id).await;
     (status, body)
+}
+
+async fn call_with_headers(
+    app: &App,
+    route: Route,
+    token: &str,
+    proxy_id: &str,
+) -> (u16, Value, std::collections::HashMap<String, String>) {
+    parts(handle(app, route, request(route, token, proxy_id)).await)
 }
 
 /// Status of `GET /proxies` with this token: the cheapest authenticated call.
@@ -435,23 +450,73 @@ async fn unknown_kid_refresh_is_rate_limited() {
 }
 
 #[tokio::test]
-async fn jwks_unavailable_at_first_use_is_a_logged_500_without_details() {
+async fn jwks_unavailable_at_first_use_is_a_503_to_retry_without_details() {
     let server = JwksServer::start(String::new()).await;
     server.publish(503, "upstream exploded at db-7.internal".into());
     let h = Harness::start_with(&[("JWT_JWKS_URL", &server.url)]).await;
-    let (status, body) = call(&h.app, Route::List, &rs("rsa-1", RSA_1, "alice"), "").await;
-    assert_error(status, &body, 500, "INTERNAL_SERVER_ERROR");
-    assert_eq!(body["requestId"], "test-request-id");
+    let (status, body, headers) =
+        call_with_headers(&h.app, Route::List, &rs("rsa-1", RSA_1, "alice"), "").await;
+    assert_error(status, &body, 503, "SERVICE_UNAVAILABLE");
+    assert_eq!(headers.get("retry-after").map(String::as_str), Some("2"));
     let text = body.to_string();
-    for leak in ["jwks", "127.0.0.1", "503", "exploded", "JWKS"] {
+    for leak in ["jwks", "127.0.0.1", "exploded", "JWKS"] {
         assert!(!text.contains(leak), "{leak} leaked: {text}");
     }
     assert_eq!(server.hits(), 1);
-    // Backing off: the next request does not hammer the key server.
+    // Backing off: the next request does not hammer the key server…
     server.publish(200, jwks(vec![jwk("rsa-1", Algorithm::RS256, RSA_1)]));
     let (status, _) = call(&h.app, Route::List, &rs("rsa-1", RSA_1, "alice"), "").await;
-    assert_eq!(status, 500);
+    assert_eq!(status, 503);
     assert_eq!(server.hits(), 1);
+    // …and once the back-off has passed, the keys are fetched.
+    h.app.clock.advance(chrono::Duration::seconds(11));
+    let token = sign(
+        Algorithm::RS256,
+        Some("rsa-1"),
+        RSA_1,
+        &claims_at("alice", h.app.clock.now()),
+    );
+    assert_eq!(list_status(&h.app, &token).await, 200);
+    assert_eq!(server.hits(), 2);
+}
+
+#[tokio::test]
+async fn cached_keys_outlive_a_failing_key_server_for_a_day_only() {
+    let server = JwksServer::start(jwks(vec![jwk("rsa-1", Algorithm::RS256, RSA_1)])).await;
+    let h = Harness::start_with(&[("JWT_JWKS_URL", &server.url)]).await;
+    let at = |h: &Harness| {
+        sign(
+            Algorithm::RS256,
+            Some("rsa-1"),
+            RSA_1,
+            &claims_at("alice", h.app.clock.now()),
+        )
+    };
+    assert_eq!(list_status(&h.app, &at(&h)).await, 200);
+    // the key server goes down; the cache (10 min by default) expires
+    server.publish(500, "down".into());
+    h.app.clock.advance(chrono::Duration::minutes(11));
+    assert_eq!(
+        list_status(&h.app, &at(&h)).await,
+        200,
+        "stale keys serve meanwhile"
+    );
+    h.app.clock.advance(chrono::Duration::hours(23));
+    assert_eq!(
+        list_status(&h.app, &at(&h)).await,
+        200,
+        "still within a day of expiry"
+    );
+    // a day past the keys' lifetime: a key removed from the JWKS must stop
+    // working even though nothing could be fetched
+    h.app.clock.advance(chrono::Duration::hours(2));
+    let (status, body, headers) = call_with_headers(&h.app, Route::List, &at(&h), "").await;
+    assert_error(status, &body, 503, "SERVICE_UNAVAILABLE");
+    assert!(headers.contains_key("retry-after"));
+    // the server is back: keys again
+    server.publish(200, jwks(vec![jwk("rsa-1", Algorithm::RS256, RSA_1)]));
+    h.app.clock.advance(chrono::Duration::seconds(11));
+    assert_eq!(list_status(&h.app, &at(&h)).await, 200);
 }
 
 #[tokio::test]

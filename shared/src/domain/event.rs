@@ -105,6 +105,8 @@ pub fn parse_record_body(
         ));
     };
     if let Some(events) = object.get("events") {
+        // A typo next to "events" must not vanish silently either.
+        reject_unknown(&object, BATCH_FIELDS, "the batch")?;
         let Value::Array(items) = events else {
             return Err(ApiError::invalid("'events' must be an array of events."));
         };
@@ -153,6 +155,15 @@ pub fn parse_event(
     let Value::Object(object) = value else {
         return Err("an event must be a JSON object.".into());
     };
+    // `"healty": false` would inflate uptime, `"event_id"` would let a retry
+    // count twice, `"timeStamp"` would land on the wrong day: refuse them.
+    if let Some(unknown) = object.keys().find(|k| !EVENT_FIELDS.contains(&k.as_str())) {
+        return Err(format!(
+            "'{}' is not a field of an event (known: {}).",
+            excerpt(unknown),
+            EVENT_FIELDS.join(", ")
+        ));
+    }
     let event_type = match object.get("eventType") {
         None | Some(Value::Null) => return Err("'eventType' is required.".into()),
         Some(Value::String(s)) => EventType::parse(s).ok_or_else(|| {
@@ -230,6 +241,27 @@ pub fn parse_event(
         concurrent_connections: m.concurrent_connections,
         error_message: m.error_message,
     })
+}
+
+/// The fields of an event; any other is refused (contract v2).
+pub const EVENT_FIELDS: &[&str] = &["eventType", "eventId", "timestamp", "healthy", "metrics"];
+/// The fields of a batch envelope.
+pub const BATCH_FIELDS: &[&str] = &["events"];
+
+/// Refuses a body field that is not one of `known`, naming it.
+pub fn reject_unknown(
+    object: &Map<String, Value>,
+    known: &[&str],
+    what: &str,
+) -> Result<(), ApiError> {
+    match object.keys().find(|k| !known.contains(&k.as_str())) {
+        Some(unknown) => Err(ApiError::invalid(format!(
+            "'{}' is not a field of {what} (known: {}).",
+            excerpt(unknown),
+            known.join(", ")
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// `Producer-Id`: 1–64 characters of `[A-Za-z0-9._:-]`.

@@ -55,6 +55,12 @@ pub struct Stats {
     pub latest_concurrent: Option<(i64, u64)>,
 }
 
+/// Latency sums stay finite: each value is finite, but enough huge ones
+/// would overflow to infinity and turn the average into `null`.
+fn saturating_sum(a: f64, b: f64) -> f64 {
+    (a + b).min(f64::MAX)
+}
+
 fn opt_min(a: Option<f64>, b: Option<f64>) -> Option<f64> {
     match (a, b) {
         (Some(x), Some(y)) => Some(x.min(y)),
@@ -90,26 +96,24 @@ impl Stats {
             .as_ref()
             .map_or(0, LatencySketch::count);
         if event.total_latency_ms.is_some() || sample_count > 0 {
-            // The average is request-weighted; an event reporting latency
-            // without a request count stands for its samples (or for one).
-            let weight = if event.request_count > 0 {
-                event.request_count
-            } else {
-                sample_count.max(1)
-            };
+            // The contract's average: Σ totalLatencyMs / Σ requestCount over
+            // the events that report latency, so an event weighs its
+            // requests (an event of 0 requests adds to no denominator; its
+            // samples still count in the percentiles). Without a total, the
+            // samples' mean stands for each request.
+            let weight = event.request_count;
             let total = match (event.total_latency_ms, &event.latency_sketch) {
                 (Some(total), _) => total,
                 (None, Some(s)) => s.sum().unwrap_or(0.0) / sample_count as f64 * weight as f64,
                 (None, None) => 0.0,
             };
-            self.latency_total_ms += total;
+            self.latency_total_ms = saturating_sum(self.latency_total_ms, total);
             self.latency_weight = self.latency_weight.saturating_add(weight);
             match &event.latency_sketch {
                 Some(s) => self.sketch.merge(s),
                 // Without samples, requestCount observations at the mean.
-                None => self
-                    .sketch
-                    .add_many(total / weight as f64, event.request_count),
+                None if weight > 0 => self.sketch.add_many(total / weight as f64, weight),
+                None => {}
             }
         }
         let sketch = event.latency_sketch.as_ref();
@@ -152,7 +156,7 @@ impl Stats {
         self.request_count = self.request_count.saturating_add(other.request_count);
         self.success_count = self.success_count.saturating_add(other.success_count);
         self.error_count = self.error_count.saturating_add(other.error_count);
-        self.latency_total_ms += other.latency_total_ms;
+        self.latency_total_ms = saturating_sum(self.latency_total_ms, other.latency_total_ms);
         self.latency_weight = self.latency_weight.saturating_add(other.latency_weight);
         self.min_latency_ms = opt_min(self.min_latency_ms, other.min_latency_ms);
         self.max_latency_ms = opt_max(self.max_latency_ms, other.max_latency_ms);

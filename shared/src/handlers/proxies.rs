@@ -2,10 +2,14 @@ use lambda_http::{Body, Request, Response, http::StatusCode};
 use serde_json::{Value, json};
 
 use crate::auth::Scope;
+use crate::domain::event::reject_unknown;
 use crate::domain::{MAX_PROXY_NAME_CHARS, validate_proxy_id};
 use crate::error::ApiError;
 use crate::http::{App, authenticate, json_body, respond, success};
 use crate::storage::Proxy;
+
+/// The fields of a registration body.
+const REGISTER_FIELDS: &[&str] = &["proxyId", "name"];
 
 /// `POST /proxies`
 pub async fn register_proxy(app: &App, request: Request) -> Response<Body> {
@@ -14,6 +18,13 @@ pub async fn register_proxy(app: &App, request: Request) -> Response<Body> {
         caller.require_scope(Scope::ProxiesWrite)?;
         let body: Value = serde_json::from_slice(json_body(&request)?)
             .map_err(|e| ApiError::invalid(format!("The body is not valid JSON: {e}.")))?;
+        let Value::Object(fields) = &body else {
+            return Err(ApiError::invalid(
+                "The body must be a JSON object: {\"proxyId\": ..., \"name\": ...}.",
+            ));
+        };
+        // `{"proxy_id": ...}` must not register under a typo-free default.
+        reject_unknown(fields, REGISTER_FIELDS, "a registration")?;
         let proxy_id = match body.get("proxyId") {
             Some(Value::String(id)) => id.clone(),
             Some(_) => return Err(ApiError::invalid("'proxyId' must be a string.")),

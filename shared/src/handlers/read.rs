@@ -3,19 +3,21 @@ use lambda_http::{Body, Request, Response, http::StatusCode};
 use serde_json::{Value, json};
 
 use crate::auth::{Caller, Scope};
-use crate::domain::parse_day;
 use crate::domain::rollup::{SummaryWindows, aggregation_json, days_inclusive, window_json};
+use crate::domain::{parse_day, validate_proxy_id};
 use crate::error::ApiError;
 use crate::http::{App, authenticate, owned_proxy, path_param, query_param, respond, success};
-use crate::storage::Proxy;
 
-/// Authenticates a metrics read and resolves the proxy the caller owns.
-async fn reader(app: &App, request: &Request) -> Result<(Caller, Proxy), ApiError> {
+/// The order of every read: the token, its scope, then the input (the
+/// proxy id here, dates in the handler) — all before any storage call — and
+/// last the ownership read ([`owned_proxy`]).
+async fn reader(app: &App, request: &Request) -> Result<(Caller, String), ApiError> {
     let caller = authenticate(app, request).await?;
     caller.require_scope(Scope::MetricsRead)?;
     let proxy_id = path_param(request, "proxyId")?;
-    let proxy = owned_proxy(app, &caller, &proxy_id).await?;
-    Ok((caller, proxy))
+    validate_proxy_id(&proxy_id)?;
+    caller.require_proxy(&proxy_id)?;
+    Ok((caller, proxy_id))
 }
 
 /// A required `YYYY-MM-DD` query parameter.
@@ -59,9 +61,9 @@ fn day_str(day: NaiveDate) -> String {
 /// `GET /proxy/metrics/{proxyId}/daily/{date}`
 pub async fn get_daily_metrics(app: &App, request: Request) -> Response<Body> {
     respond(&request, async {
-        // Path parameters are validated before any storage read.
+        let (caller, proxy_id) = reader(app, &request).await?;
         let day = parse_day("date", &path_param(&request, "date")?)?;
-        let (caller, proxy) = reader(app, &request).await?;
+        let proxy = owned_proxy(app, &caller, &proxy_id).await?;
         let days = app.store.read_days(&proxy.proxy_id, day, day).await?;
         let metrics = days.get(&day).cloned().unwrap_or_default().daily_json(
             day,
@@ -81,10 +83,11 @@ pub async fn get_daily_metrics(app: &App, request: Request) -> Response<Body> {
 /// `GET /proxy/metrics/{proxyId}/daily?startDate=&endDate=`
 pub async fn get_daily_range(app: &App, request: Request) -> Response<Body> {
     respond(&request, async {
-        let (caller, proxy) = reader(app, &request).await?;
+        let (caller, proxy_id) = reader(app, &request).await?;
         let start = query_day(&request, "startDate")?;
         let end = query_day(&request, "endDate")?;
         check_range(&caller, start, end, ("startDate", "endDate"))?;
+        let proxy = owned_proxy(app, &caller, &proxy_id).await?;
         let days = app.store.read_days(&proxy.proxy_id, start, end).await?;
         let now = app.clock.now();
         let empty = Default::default();
@@ -114,10 +117,11 @@ pub async fn get_daily_range(app: &App, request: Request) -> Response<Body> {
 /// `GET /proxy/metrics/{proxyId}/aggregation?periodStart=&periodEnd=`
 pub async fn get_aggregation(app: &App, request: Request) -> Response<Body> {
     respond(&request, async {
-        let (caller, proxy) = reader(app, &request).await?;
+        let (caller, proxy_id) = reader(app, &request).await?;
         let start = query_day(&request, "periodStart")?;
         let end = query_day(&request, "periodEnd")?;
         check_range(&caller, start, end, ("periodStart", "periodEnd"))?;
+        let proxy = owned_proxy(app, &caller, &proxy_id).await?;
         let days = app.store.read_days(&proxy.proxy_id, start, end).await?;
         let metrics = aggregation_json(
             &days,
@@ -152,7 +156,8 @@ pub const LATEST_LOOKBACK_DAYS: i64 = 7;
 /// `GET /proxy/metrics/{proxyId}/summary`
 pub async fn get_summary(app: &App, request: Request) -> Response<Body> {
     respond(&request, async {
-        let (caller, proxy) = reader(app, &request).await?;
+        let (caller, proxy_id) = reader(app, &request).await?;
+        let proxy = owned_proxy(app, &caller, &proxy_id).await?;
         let now = app.clock.now();
         let windows = SummaryWindows::at(now);
         let from = DateTime::from_timestamp_millis(windows.last_day_from_ms).unwrap_or(now);

@@ -48,6 +48,9 @@ pub enum Fault {
     /// Forwards (the store applies the request), then closes the connection
     /// without answering: a lost response.
     DropAfterForward,
+    /// A `TransactionCanceledException` whose every reason is this code
+    /// (e.g. `ValidationError`), without forwarding.
+    Cancelled(&'static str),
 }
 
 impl Fault {
@@ -59,6 +62,7 @@ impl Fault {
             Fault::Delay(_) => "delay",
             Fault::Drop => "drop",
             Fault::DropAfterForward => "drop-after-forward",
+            Fault::Cancelled(_) => "TransactionCanceledException",
         }
     }
 }
@@ -384,6 +388,24 @@ async fn handle(
         Some(Fault::Drop) => {
             switch.kill();
             return Response::new(Body::empty());
+        }
+        Some(Fault::Cancelled(code)) => {
+            let actions = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v["TransactItems"].as_array().map(Vec::len))
+                .unwrap_or(1);
+            let reasons: Vec<serde_json::Value> = (0..actions)
+                .map(|_| serde_json::json!({"Code": code, "Message": "One or more parameter values were invalid"}))
+                .collect();
+            let body = serde_json::json!({
+                "__type": "com.amazonaws.dynamodb.v20120810#TransactionCanceledException",
+                "message": format!("Transaction cancelled, please refer cancellation reasons for specific reasons [{code}]"),
+                "CancellationReasons": reasons,
+            });
+            let mut response =
+                dynamodb_error(StatusCode::BAD_REQUEST, "TransactionCanceledException", "");
+            *response.body_mut() = Body::from(body.to_string());
+            return response;
         }
         Some(Fault::Delay(d)) => tokio::time::sleep(d).await,
         Some(Fault::DropAfterForward) | None => {}
