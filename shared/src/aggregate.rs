@@ -76,7 +76,12 @@ impl RunLimits {
     /// ms, the Lambda context's deadline), read against the store's clock.
     pub fn for_invocation(store: &Store, deadline_ms: u64) -> Self {
         let now_ms = store.clock().now().timestamp_millis().max(0) as u64;
-        let remaining = Duration::from_millis(deadline_ms.saturating_sub(now_ms));
+        if deadline_ms <= now_ms {
+            // No usable deadline (local emulators send a duration, not an
+            // instant): the default budget.
+            return Self::default();
+        }
+        let remaining = Duration::from_millis(deadline_ms - now_ms);
         let budget = if remaining > DEADLINE_MARGIN * 2 {
             remaining - DEADLINE_MARGIN
         } else {
@@ -518,6 +523,29 @@ mod tests {
         assert_eq!(
             shards_from_payload(&json!({"detail": {"shards": [99, "x"]}})).len(),
             PENDING_SHARDS as usize
+        );
+    }
+
+    #[test]
+    fn a_deadline_in_the_past_means_the_default_budget() {
+        use crate::clock::Clock;
+        let clock = Clock::pinned(chrono::DateTime::from_timestamp(2_000_000_000, 0).unwrap());
+        let conf = aws_sdk_dynamodb::Config::builder()
+            .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+            .build();
+        let store = Store::new(aws_sdk_dynamodb::Client::from_conf(conf), "t", clock);
+        let budget = |limits: RunLimits| limits.deadline.saturating_duration_since(Instant::now());
+        // what cargo lambda watch sends: 600 000 "ms" (ten minutes, not an instant)
+        assert!(budget(RunLimits::for_invocation(&store, 600_000)) > Duration::from_secs(200));
+        let in_five_minutes = 2_000_000_000_000 + 300_000;
+        let b = budget(RunLimits::for_invocation(&store, in_five_minutes));
+        assert!(
+            b > Duration::from_secs(200) && b <= DEFAULT_RUN_BUDGET,
+            "{b:?}"
+        );
+        let in_ten_seconds = 2_000_000_000_000 + 10_000;
+        assert!(
+            budget(RunLimits::for_invocation(&store, in_ten_seconds)) <= Duration::from_secs(5)
         );
     }
 

@@ -100,6 +100,109 @@ pub fn ensure_table(db: &Database, definition: &TableDefinition) -> Result<bool,
     Ok(true)
 }
 
+/// Creates the template's table (and its TTL) on the DynamoDB API at
+/// `endpoint` unless it exists; `Ok(true)` if it was created. Credentials
+/// and region come from the environment, as for any AWS client.
+pub async fn ensure_table_at(endpoint: &str, definition: &TableDefinition) -> Result<bool, String> {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+        TimeToLiveSpecification,
+    };
+    let mut loader =
+        aws_config::defaults(aws_config::BehaviorVersion::latest()).endpoint_url(endpoint);
+    // An emulator takes any credentials; a real table needs the caller's,
+    // which the environment then holds.
+    if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
+        loader = loader.credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            "local",
+            "local",
+            None,
+            None,
+            "local-stack",
+        ));
+    }
+    if std::env::var_os("AWS_REGION").is_none() && std::env::var_os("AWS_DEFAULT_REGION").is_none()
+    {
+        loader = loader.region(aws_config::Region::new("us-east-1"));
+    }
+    let config = loader.load().await;
+    let client = aws_sdk_dynamodb::Client::new(&config);
+    let create = &definition.create_table;
+    let name = create["TableName"].as_str().unwrap_or_default().to_string();
+    match client.describe_table().table_name(&name).send().await {
+        Ok(_) => return Ok(false),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_resource_not_found_exception()) => {}
+        Err(e) => return Err(format!("cannot reach DynamoDB at {endpoint}: {e:?}")),
+    }
+    let mut request = client.create_table().table_name(&name);
+    for a in create["AttributeDefinitions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        request = request.attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name(a["AttributeName"].as_str().unwrap_or_default())
+                .attribute_type(ScalarAttributeType::from(
+                    a["AttributeType"].as_str().unwrap_or("S"),
+                ))
+                .build()
+                .map_err(|e| e.to_string())?,
+        );
+    }
+    for k in create["KeySchema"].as_array().into_iter().flatten() {
+        request = request.key_schema(
+            KeySchemaElement::builder()
+                .attribute_name(k["AttributeName"].as_str().unwrap_or_default())
+                .key_type(KeyType::from(k["KeyType"].as_str().unwrap_or("HASH")))
+                .build()
+                .map_err(|e| e.to_string())?,
+        );
+    }
+    if create.get("GlobalSecondaryIndexes").is_some() {
+        return Err("the template's table has secondary indexes, which the external-endpoint path does not create".into());
+    }
+    request = request.billing_mode(BillingMode::from(
+        create["BillingMode"].as_str().unwrap_or("PAY_PER_REQUEST"),
+    ));
+    request
+        .send()
+        .await
+        .map_err(|e| format!("creating table {name} at {endpoint}: {e:?}"))?;
+    // A real table takes a while to become active; an emulator is at once.
+    for _ in 0..120 {
+        let status = client
+            .describe_table()
+            .table_name(&name)
+            .send()
+            .await
+            .ok()
+            .and_then(|d| d.table().and_then(|t| t.table_status().cloned()));
+        if status == Some(aws_sdk_dynamodb::types::TableStatus::Active) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    if let Some(attribute) = &definition.ttl_attribute {
+        client
+            .update_time_to_live()
+            .table_name(&name)
+            .time_to_live_specification(
+                TimeToLiveSpecification::builder()
+                    .attribute_name(attribute)
+                    .enabled(true)
+                    .build()
+                    .map_err(|e| e.to_string())?,
+            )
+            .send()
+            .await
+            .map_err(|e| format!("enabling TTL on {name} at {endpoint}: {e:?}"))?;
+    }
+    Ok(true)
+}
+
 /// An in-memory database holding the template's table (for tests).
 pub fn memory_database(table_name: &str) -> Result<Database, String> {
     let db = Database::memory().map_err(|e| e.to_string())?;
