@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::auth::KeySet;
+use crate::ratelimit::RateLimit;
 
 #[derive(Debug, thiserror::Error)]
 #[error("configuration error: {0}")]
@@ -52,7 +53,15 @@ pub struct Config {
     /// Only set locally and in tests: where the DynamoDB API is served.
     pub dynamodb_endpoint: Option<String>,
     pub auth: AuthConfig,
+    /// Per proxy, per container: `RECORD_RATE_PER_PROXY` requests a second,
+    /// `RECORD_BURST_PER_PROXY` at once (see `ratelimit.rs`).
+    pub record_limit: RateLimit,
 }
+
+/// Defaults of the per-proxy recording limit: a proxy batching every few
+/// seconds is far below them; a runaway loop is not.
+pub const DEFAULT_RECORD_RATE: f64 = 10.0;
+pub const DEFAULT_RECORD_BURST: f64 = 50.0;
 
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
@@ -69,8 +78,25 @@ impl Config {
         let table_name = get("TABLE_NAME")
             .ok_or_else(|| ConfigError("TABLE_NAME must name the DynamoDB table".into()))?;
         let keys = key_source(&get)?;
+        let positive = |name: &str, default: f64| -> Result<f64, ConfigError> {
+            match get(name) {
+                None => Ok(default),
+                Some(v) => v
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|n| n.is_finite() && *n > 0.0)
+                    .ok_or_else(|| {
+                        ConfigError(format!("{name} must be a number above 0, not {v:?}"))
+                    }),
+            }
+        };
+        let record_limit = RateLimit {
+            rate: positive("RECORD_RATE_PER_PROXY", DEFAULT_RECORD_RATE)?,
+            burst: positive("RECORD_BURST_PER_PROXY", DEFAULT_RECORD_BURST)?.max(1.0),
+        };
         Ok(Self {
             table_name,
+            record_limit,
             dynamodb_endpoint: get("DYNAMODB_ENDPOINT"),
             auth: AuthConfig {
                 keys,

@@ -29,6 +29,9 @@ pub enum ApiError {
     PayloadTooLarge(String),
     #[error("{0}")]
     RangeTooLarge(String),
+    /// A proxy recording faster than its limit: retry after this many seconds.
+    #[error("This proxy is recording faster than its limit; retry after {retry_after} s.")]
+    RateLimited { retry_after: u64 },
     /// Storage throttled or unavailable after our own retries.
     #[error("storage unavailable: {0}")]
     ServiceUnavailable(String),
@@ -51,6 +54,7 @@ impl ApiError {
             Self::Conflict(_) | Self::SequenceGap { .. } => StatusCode::CONFLICT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RangeTooLarge(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::ServiceUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -67,6 +71,7 @@ impl ApiError {
             Self::SequenceGap { .. } => ("SEQUENCE_GAP", "PROXY_METRICS_409"),
             Self::PayloadTooLarge(_) => ("PAYLOAD_TOO_LARGE", "PROXY_METRICS_413"),
             Self::RangeTooLarge(_) => ("RANGE_TOO_LARGE", "PROXY_METRICS_422"),
+            Self::RateLimited { .. } => ("RATE_LIMITED", "PROXY_METRICS_429"),
             Self::ServiceUnavailable(_) => ("SERVICE_UNAVAILABLE", "PROXY_METRICS_503"),
             Self::Internal(_) => ("INTERNAL_SERVER_ERROR", "PROXY_METRICS_500"),
         }
@@ -108,8 +113,14 @@ impl ApiError {
         let mut builder = Response::builder()
             .status(status)
             .header("content-type", "application/json");
-        if matches!(self, Self::ServiceUnavailable(_)) {
-            builder = builder.header("retry-after", RETRY_AFTER_SECONDS.to_string());
+        match &self {
+            Self::ServiceUnavailable(_) => {
+                builder = builder.header("retry-after", RETRY_AFTER_SECONDS.to_string());
+            }
+            Self::RateLimited { retry_after } => {
+                builder = builder.header("retry-after", retry_after.to_string());
+            }
+            _ => {}
         }
         builder
             .body(Body::Text(body.to_string()))

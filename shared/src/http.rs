@@ -10,6 +10,7 @@ use crate::clock::Clock;
 use crate::config::{Config, ConfigError};
 use crate::domain::validate_proxy_id;
 use crate::error::ApiError;
+use crate::ratelimit::RateLimiter;
 use crate::storage::{Proxy, Store};
 
 /// The largest request body accepted (the contract's 1 MiB).
@@ -21,6 +22,8 @@ pub struct App {
     pub auth: Authenticator,
     /// The one source of "now" (pinned in tests).
     pub clock: Clock,
+    /// Per-proxy recording limit of this container.
+    pub record_limiter: RateLimiter,
 }
 
 impl App {
@@ -35,6 +38,7 @@ impl App {
             store: Store::new(client, &config.table_name, clock.clone()),
             auth: Authenticator::new(&config.auth, clock.clone()),
             clock,
+            record_limiter: RateLimiter::new(config.record_limit),
         }
     }
 

@@ -10,6 +10,7 @@ pub mod domain;
 pub mod error;
 pub mod handlers;
 pub mod http;
+pub mod ratelimit;
 pub mod storage;
 
 pub use http::App;

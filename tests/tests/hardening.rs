@@ -182,3 +182,50 @@ async fn the_summary_looks_back_seven_days_for_the_latest_values() {
         "still within 7 days"
     );
 }
+
+#[tokio::test]
+async fn a_proxy_recording_past_its_limit_gets_429_before_any_storage_call() {
+    let h = Harness::start_with(&[
+        ("RECORD_RATE_PER_PROXY", "2"),
+        ("RECORD_BURST_PER_PROXY", "3"),
+    ])
+    .await;
+    let t = user_token("alice");
+    h.register(&t, "noisy").await;
+    h.register(&t, "quiet").await;
+    let one = || json!({"eventType": "request", "metrics": {"requestCount": 1}});
+    for _ in 0..3 {
+        assert_eq!(h.record(&t, "noisy", one()).await.0, 201);
+    }
+    let before = h.app.store.usage();
+    let (s, b, headers) = record_via(&h.app, &t, "noisy", one()).await;
+    assert_error(s, &b, 429, "RATE_LIMITED");
+    assert_eq!(headers.get("retry-after").map(String::as_str), Some("1"));
+    assert_eq!(
+        h.app.store.usage().calls,
+        before.calls,
+        "refused before any storage call"
+    );
+    // another tenant's proxy is not held back
+    assert_eq!(h.record(&t, "quiet", one()).await.0, 201);
+    // half a second later one more request fits (2 a second)
+    h.app.clock.advance(Duration::milliseconds(500));
+    assert_eq!(h.record(&t, "noisy", one()).await.0, 201);
+    let (s, _) = h.record(&t, "noisy", one()).await;
+    assert_eq!(s, 429);
+    let (s, b) = h.daily(&t, "noisy", &today()).await;
+    assert_eq!((s, b["metrics"]["requestCount"].clone()), (200, json!(4)));
+}
+
+#[test]
+fn the_limit_settings_are_checked_at_start_up() {
+    for bad in ["0", "-1", "fast", "NaN"] {
+        let mut vars = std::collections::HashMap::from([
+            ("TABLE_NAME".to_string(), "t".to_string()),
+            ("JWT_SECRET".to_string(), SECRET.to_string()),
+        ]);
+        vars.insert("RECORD_RATE_PER_PROXY".into(), bad.into());
+        let err = proxy_metrics::config::Config::from_map(&vars).unwrap_err();
+        assert!(err.to_string().contains("RECORD_RATE_PER_PROXY"), "{err}");
+    }
+}

@@ -38,6 +38,8 @@ const PASSED_THROUGH: &[&str] = &[
     "JWT_AUDIENCE",
     "RUST_LOG",
     "AWS_LAMBDA_LOG_FORMAT",
+    "RECORD_RATE_PER_PROXY",
+    "RECORD_BURST_PER_PROXY",
 ];
 
 fn env_or(name: &str, default: &str) -> String {

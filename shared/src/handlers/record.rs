@@ -17,8 +17,12 @@ pub async fn record_metrics(app: &App, request: Request) -> Response<Body> {
         let proxy_id = path_param(&request, "proxyId")?;
         crate::domain::validate_proxy_id(&proxy_id)?;
         caller.require_proxy(&proxy_id)?;
-        // Validate before the ownership read: bad input costs no storage call.
+        // Validate before the ownership read: bad input costs no storage call;
+        // neither does a proxy past its rate.
         let now = app.clock.now();
+        app.record_limiter
+            .take(&proxy_id, now)
+            .map_err(|retry_after| ApiError::RateLimited { retry_after })?;
         let sequence = parse_sequence_headers(
             header(&request, "producer-id")?.as_deref(),
             header(&request, "producer-sequence")?.as_deref(),
