@@ -341,10 +341,22 @@ fn jwk_to_key(entry: &serde_json::Value) -> Result<VerifyingKey, String> {
             }
             let key = DecodingKey::from_ec_components(&ec.x, &ec.y)
                 .map_err(|_| format!("key {name}: x/y are not base64url"))?;
-            // Building a verifier checks the point is on the curve; a dummy
-            // signature then simply does not verify.
-            jsonwebtoken::crypto::verify("AA", b"probe", &key, Algorithm::ES256)
-                .map_err(|_| format!("key {name}: not a valid P-256 public key"))?;
+            // The point must be on the curve: checked here, so that a broken
+            // key is reported at load rather than failing every token.
+            let valid = match key.kind() {
+                // the uncompressed point, 04 || x || y
+                jsonwebtoken::DecodingKeyKind::SecretOrDer(point) => {
+                    aws_lc_rs::signature::ParsedPublicKey::new(
+                        &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED,
+                        point,
+                    )
+                    .is_ok()
+                }
+                jsonwebtoken::DecodingKeyKind::RsaModulusExponent { .. } => false,
+            };
+            if !valid {
+                return Err(format!("key {name}: not a valid P-256 public key"));
+            }
             (Algorithm::ES256, key)
         }
         AlgorithmParameters::OctetKey(_) => {
@@ -601,9 +613,10 @@ fn describe_jwt_error(error: &jsonwebtoken::errors::Error) -> String {
 /// A JWKS fetched from a URL, cached per warm container.
 struct RemoteJwks {
     url: String,
-    /// Built at start-up; an error (no usable root certificates) is reported
-    /// on first use, as a logged 500.
-    client: Result<reqwest::Client, String>,
+    /// Built at start-up (only when a JWKS URL is configured: HS256 and
+    /// inline-JWKS deployments never load the system's roots); an error (no
+    /// usable root certificates) is reported on first use.
+    client: Result<JwksClient, String>,
     state: Mutex<RemoteState>,
     /// One fetch at a time; others wait for its result instead of fetching too.
     fetching: tokio::sync::Mutex<()>,
@@ -641,16 +654,7 @@ impl RemoteState {
 
 impl RemoteJwks {
     fn new(url: &str, clock: Clock) -> Self {
-        // The AWS SDK already links rustls with aws-lc-rs; make it the
-        // process default so reqwest uses the same provider (no ring, no OpenSSL).
-        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-        let client = reqwest::Client::builder()
-            .connect_timeout(JWKS_CONNECT_TIMEOUT)
-            .timeout(JWKS_TOTAL_TIMEOUT)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("proxy-metrics/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| format!("building the JWKS HTTP client: {e}"));
+        let client = jwks_client();
         if let Err(e) = &client {
             tracing::error!(error = %e, "JWKS client unavailable");
         }
@@ -770,31 +774,46 @@ impl RemoteJwks {
     }
 
     async fn download(&self) -> Result<(KeySet, Duration), String> {
+        use http_body_util::BodyExt;
         let client = self.client.as_ref().map_err(Clone::clone)?;
-        let mut response = client
-            .get(&self.url)
-            .header(reqwest::header::ACCEPT, "application/json")
-            .send()
-            .await
+        let request = hyper::Request::get(&self.url)
+            .header(hyper::header::ACCEPT, "application/json")
+            .header(
+                hyper::header::USER_AGENT,
+                concat!("proxy-metrics/", env!("CARGO_PKG_VERSION")),
+            )
+            .body(http_body_util::Empty::<hyper::body::Bytes>::new())
             .map_err(|e| format!("GET {}: {e}", self.url))?;
-        if !response.status().is_success() {
-            return Err(format!("GET {}: HTTP {}", self.url, response.status()));
-        }
-        let max_age = cache_max_age(response.headers().get(reqwest::header::CACHE_CONTROL));
-        let mut body = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| format!("reading {}: {e}", self.url))?
-        {
-            if body.len() + chunk.len() > MAX_JWKS_BYTES {
-                return Err(format!(
-                    "{} is larger than {MAX_JWKS_BYTES} bytes",
-                    self.url
-                ));
+        // Redirects are not followed (hyper never does): a key server that
+        // moves must be reconfigured, not trusted blindly.
+        let fetch = async {
+            let response = client
+                .request(request)
+                .await
+                .map_err(|e| format!("GET {}: {e}", self.url))?;
+            if !response.status().is_success() {
+                return Err(format!("GET {}: HTTP {}", self.url, response.status()));
             }
-            body.extend_from_slice(&chunk);
-        }
+            let max_age = cache_max_age(response.headers().get(hyper::header::CACHE_CONTROL));
+            let mut body = response.into_body();
+            let mut bytes = Vec::new();
+            while let Some(frame) = body.frame().await {
+                let frame = frame.map_err(|e| format!("reading {}: {e}", self.url))?;
+                if let Some(chunk) = frame.data_ref() {
+                    if bytes.len() + chunk.len() > MAX_JWKS_BYTES {
+                        return Err(format!(
+                            "{} is larger than {MAX_JWKS_BYTES} bytes",
+                            self.url
+                        ));
+                    }
+                    bytes.extend_from_slice(chunk);
+                }
+            }
+            Ok((bytes, max_age))
+        };
+        let (body, max_age) = tokio::time::timeout(JWKS_TOTAL_TIMEOUT, fetch)
+            .await
+            .map_err(|_| format!("GET {}: no answer within {JWKS_TOTAL_TIMEOUT:?}", self.url))??;
         let (set, skipped) = KeySet::from_jwks_json(&body)
             .map_err(|e| format!("{} is not a usable JWKS: {e}", self.url))?;
         for reason in skipped {
@@ -804,9 +823,35 @@ impl RemoteJwks {
     }
 }
 
+/// The HTTP client of a JWKS URL: hyper with rustls (aws-lc-rs, the provider
+/// the AWS SDK links anyway) and the system's root certificates — a JWKS
+/// server can be anyone's, unlike DynamoDB's.
+type JwksClient = hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    http_body_util::Empty<hyper::body::Bytes>,
+>;
+
+fn jwks_client() -> Result<JwksClient, String> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.set_connect_timeout(Some(JWKS_CONNECT_TIMEOUT));
+    http.enforce_http(false);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_provider_and_native_roots(provider)
+        .map_err(|e| format!("building the JWKS HTTP client: {e}"))?
+        // http:// only reaches loopback (checked at start-up, config.rs)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Ok(
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build(https),
+    )
+}
+
 /// How long a fetched JWKS is cached: its `Cache-Control: max-age`, within
 /// bounds, or [`DEFAULT_JWKS_MAX_AGE`].
-fn cache_max_age(header: Option<&reqwest::header::HeaderValue>) -> Duration {
+fn cache_max_age(header: Option<&hyper::header::HeaderValue>) -> Duration {
     let Some(value) = header.and_then(|h| h.to_str().ok()) else {
         return DEFAULT_JWKS_MAX_AGE;
     };
@@ -1454,7 +1499,7 @@ mod tests {
 
     #[test]
     fn cache_control_sets_the_jwks_lifetime() {
-        use reqwest::header::HeaderValue;
+        use hyper::header::HeaderValue;
         let age = |v: &str| cache_max_age(Some(&HeaderValue::from_str(v).unwrap()));
         assert_eq!(cache_max_age(None), DEFAULT_JWKS_MAX_AGE);
         assert_eq!(age("public, max-age=3600"), Duration::from_secs(3600));

@@ -56,7 +56,37 @@ pub struct Config {
     /// Per proxy, per container: `RECORD_RATE_PER_PROXY` requests a second,
     /// `RECORD_BURST_PER_PROXY` at once (see `ratelimit.rs`).
     pub record_limit: RateLimit,
+    /// What Lambda puts in every function's environment: the region and the
+    /// execution role's credentials (checked when the client is built).
+    pub aws: AwsEnvironment,
 }
+
+/// `AWS_REGION` and the execution role's credentials, as Lambda sets them.
+#[derive(Clone, Default)]
+pub struct AwsEnvironment {
+    pub region: Option<String>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    pub session_token: Option<String>,
+}
+
+impl std::fmt::Debug for AwsEnvironment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AwsEnvironment")
+            .field("region", &self.region)
+            .field(
+                "access_key_id",
+                &self.access_key_id.as_ref().map(|_| "<set>"),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+/// The roots of Amazon Trust Services, which sign every AWS endpoint's
+/// certificate: the only ones the DynamoDB client trusts. Compiled in, so a
+/// cold start reads and parses 5 certificates instead of the system's ~140
+/// (the largest share of init time; see BENCHMARKS.md, "Cold start").
+const AMAZON_ROOTS: &str = include_str!("../certs/amazon-trust-services.pem");
 
 /// Defaults of the per-proxy recording limit: a proxy batching every few
 /// seconds is far below them; a runaway loop is not.
@@ -97,6 +127,12 @@ impl Config {
         Ok(Self {
             table_name,
             record_limit,
+            aws: AwsEnvironment {
+                region: get("AWS_REGION").or_else(|| get("AWS_DEFAULT_REGION")),
+                access_key_id: get("AWS_ACCESS_KEY_ID"),
+                secret_access_key: get("AWS_SECRET_ACCESS_KEY"),
+                session_token: get("AWS_SESSION_TOKEN"),
+            },
             dynamodb_endpoint: get("DYNAMODB_ENDPOINT"),
             auth: AuthConfig {
                 keys,
@@ -106,21 +142,51 @@ impl Config {
         })
     }
 
-    /// The DynamoDB client every function builds once, at start-up.
-    pub async fn dynamodb_client(&self) -> aws_sdk_dynamodb::Client {
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-        if let Some(endpoint) = &self.dynamodb_endpoint {
-            loader = loader.endpoint_url(endpoint);
-        }
-        let shared = loader.load().await;
-        // Our own retry loop (storage::retry) decides how long to keep trying,
-        // so the SDK's standard retries are kept short.
-        let conf = aws_sdk_dynamodb::config::Builder::from(&shared)
+    /// The DynamoDB client every function builds once, at start-up: the
+    /// region and credentials Lambda provides in the environment (no
+    /// provider chain, no profile files), and an HTTPS client trusting only
+    /// Amazon's roots.
+    pub fn dynamodb_client(&self) -> Result<aws_sdk_dynamodb::Client, ConfigError> {
+        use aws_sdk_dynamodb::config::{Credentials, Region};
+        use aws_smithy_http_client::tls::{
+            self, TlsContext, TrustStore, rustls_provider::CryptoMode,
+        };
+        let need = |value: &Option<String>, name: &str| {
+            value
+                .clone()
+                .ok_or_else(|| ConfigError(format!("{name} must be set (Lambda sets it)")))
+        };
+        let region = need(&self.aws.region, "AWS_REGION")?;
+        let credentials = Credentials::new(
+            need(&self.aws.access_key_id, "AWS_ACCESS_KEY_ID")?,
+            need(&self.aws.secret_access_key, "AWS_SECRET_ACCESS_KEY")?,
+            self.aws.session_token.clone(),
+            None,
+            "lambda-environment",
+        );
+        let trust = TrustStore::empty().with_pem_certificate(AMAZON_ROOTS.as_bytes());
+        let tls = TlsContext::builder()
+            .with_trust_store(trust)
+            .build()
+            .map_err(|e| ConfigError(format!("TLS set-up: {e}")))?;
+        let http = aws_smithy_http_client::Builder::new()
+            .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc))
+            .tls_context(tls)
+            .build_https();
+        let mut conf = aws_sdk_dynamodb::Config::builder()
+            .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+            .region(Region::new(region))
+            .credentials_provider(credentials)
+            .http_client(http)
+            // Our own retry loop (storage::retry) decides how long to keep
+            // trying, so the SDK's standard retries are kept short.
             .retry_config(
                 aws_sdk_dynamodb::config::retry::RetryConfig::standard().with_max_attempts(2),
-            )
-            .build();
-        aws_sdk_dynamodb::Client::from_conf(conf)
+            );
+        if let Some(endpoint) = &self.dynamodb_endpoint {
+            conf = conf.endpoint_url(endpoint);
+        }
+        Ok(aws_sdk_dynamodb::Client::from_conf(conf.build()))
     }
 }
 
@@ -167,15 +233,17 @@ fn key_source(get: &dyn Fn(&str) -> Option<String>) -> Result<KeySource, ConfigE
 /// stack and tests): keys fetched in clear text could be swapped on the way.
 fn check_jwks_url(url: &str) -> Result<String, ConfigError> {
     let bad = |why: &str| ConfigError(format!("JWT_JWKS_URL '{url}' is not usable: {why}"));
-    let parsed = reqwest::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
-    let host = parsed.host_str().ok_or_else(|| bad("it names no host"))?;
+    let parsed: hyper::Uri = url
+        .parse()
+        .map_err(|e: hyper::http::uri::InvalidUri| bad(&e.to_string()))?;
+    let host = parsed.host().ok_or_else(|| bad("it names no host"))?;
     let loopback = host.eq_ignore_ascii_case("localhost")
         || host
             .trim_start_matches('[')
             .trim_end_matches(']')
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback());
-    match parsed.scheme() {
+    match parsed.scheme_str().unwrap_or("") {
         "https" => Ok(url.to_string()),
         "http" if loopback => Ok(url.to_string()),
         "http" => Err(bad(

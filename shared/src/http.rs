@@ -45,7 +45,7 @@ impl App {
     /// Reads and validates the environment, builds the SDK client.
     pub async fn from_env() -> Result<Self, ConfigError> {
         let config = Config::from_env()?;
-        let client = config.dynamodb_client().await;
+        let client = config.dynamodb_client()?;
         Ok(Self::new(&config, client))
     }
 }

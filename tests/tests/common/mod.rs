@@ -85,12 +85,15 @@ pub struct Harness {
     pub app: App,
     pub client: aws_sdk_dynamodb::Client,
     pub endpoint: String,
-    server: tokio::task::JoinHandle<()>,
+    /// The embedded store, unless the harness uses another endpoint.
+    server: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for Harness {
     fn drop(&mut self) {
-        self.server.abort();
+        if let Some(server) = &self.server {
+            server.abort();
+        }
     }
 }
 
@@ -146,7 +149,20 @@ impl Harness {
             app,
             client,
             endpoint,
-            server,
+            server: Some(server),
+        }
+    }
+
+    /// A harness on a store served elsewhere (its table already created),
+    /// clock pinned at [`now`].
+    pub async fn start_with_endpoint(endpoint: &str) -> Self {
+        let client = sdk_client(endpoint);
+        let app = App::with_clock(&config(endpoint, &[]), client.clone(), Clock::pinned(now()));
+        Self {
+            app,
+            client,
+            endpoint: endpoint.to_string(),
+            server: None,
         }
     }
 }

@@ -1,0 +1,133 @@
+//! The storage a cold-start measurement needs (`scripts/coldstart`): dynoxide
+//! on `127.0.0.1:$PORT` holding the template's table, a registered proxy with
+//! a materialised day, and the API Gateway events of the measured requests
+//! (with a token) written to `$OUT_DIR`. Serves until its stdin closes.
+//!
+//! ```sh
+//! PORT=8471 OUT_DIR=target/coldstart cargo run --release -p integration-tests --example coldstart_fixture
+//! ```
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::{Harness, Req, day_str, iso, now, parts, token};
+use serde_json::{Value, json};
+
+/// The secret the measured functions are started with (`JWT_SECRET`).
+const SECRET: &str = common::SECRET;
+
+fn event(
+    method: &str,
+    route: &str,
+    path: &str,
+    params: Value,
+    headers: Value,
+    body: Option<String>,
+) -> Value {
+    json!({
+        "version": "2.0", "routeKey": format!("{method} {route}"), "rawPath": path, "rawQueryString": "",
+        "headers": headers, "pathParameters": params,
+        "requestContext": {"accountId": "123456789012", "apiId": "local", "domainName": "localhost",
+                           "http": {"method": method, "path": path, "protocol": "HTTP/1.1",
+                                    "sourceIp": "127.0.0.1", "userAgent": "coldstart"},
+                           "requestId": "r", "routeKey": format!("{method} {route}"), "stage": "$default",
+                           "time": "27/Nov/2026:00:00:00 +0000", "timeEpoch": 0},
+        "body": body, "isBase64Encoded": false,
+    })
+}
+
+#[tokio::main]
+async fn main() {
+    let port: u16 = std::env::var("PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(8471);
+    let out = std::path::PathBuf::from(
+        std::env::var("OUT_DIR").unwrap_or_else(|_| "target/coldstart".into()),
+    );
+    std::fs::create_dir_all(&out).unwrap();
+    let db = local_stack::memory_database(common::TABLE).unwrap();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let server = local_stack::spawn_server(listener, db);
+    // Seed through the handlers, on the real clock (the measured functions run on it).
+    let h = Harness::start_with_endpoint(&format!("http://127.0.0.1:{port}")).await;
+    // a token valid for a day, on the real clock
+    let t = token(
+        "bench",
+        json!({"tier": "pro", "exp": now().timestamp() + 86_400}),
+    );
+    assert_eq!(h.register(&t, "edge").await.0, 201);
+    let events: Vec<Value> = (0..60)
+        .map(|i| json!({"eventType": "request", "timestamp": iso(now() - chrono::Duration::seconds(10 * i)),
+                        "metrics": {"requestCount": 10, "successCount": 9, "errorCount": 1,
+                                    "latencySamplesMs": [5.0 + i as f64, 12.0, 30.0]}}))
+        .collect();
+    assert_eq!(h.record(&t, "edge", json!({"events": events})).await.0, 201);
+    proxy_metrics::aggregate::run_all(&h.app.store)
+        .await
+        .unwrap();
+    let day = day_str(now().date_naive());
+    let auth = json!({"host": "localhost", "authorization": format!("Bearer {t}"), "content-type": "application/json"});
+    let batch: Vec<Value> = (0..6)
+        .map(|i| json!({"eventType": "request", "timestamp": iso(now() - chrono::Duration::seconds(10 * i)),
+                        "healthy": true,
+                        "metrics": {"requestCount": 100, "successCount": 95, "errorCount": 5,
+                                    "totalLatencyMs": 5000, "minLatencyMs": 10, "maxLatencyMs": 500,
+                                    "latencySamplesMs": [12.5, 48, 51.2],
+                                    "dataTransferredBytes": 123456, "dataReceivedBytes": 654321,
+                                    "connectionCount": 12, "concurrentConnections": 7,
+                                    "errorMessage": "upstream timeout"}}))
+        .collect();
+    let mut record_headers = auth.clone();
+    record_headers["producer-id"] = json!("coldstart");
+    record_headers["producer-sequence"] = json!("0");
+    for (name, event) in [
+        (
+            "list-proxies",
+            event("GET", "/proxies", "/proxies", json!({}), auth.clone(), None),
+        ),
+        (
+            "get-daily-metrics",
+            event(
+                "GET",
+                "/proxy/metrics/{proxyId}/daily/{date}",
+                &format!("/proxy/metrics/edge/daily/{day}"),
+                json!({"proxyId": "edge", "date": day}),
+                auth.clone(),
+                None,
+            ),
+        ),
+        (
+            "record-metrics",
+            event(
+                "POST",
+                "/proxy/metrics/{proxyId}/record",
+                "/proxy/metrics/edge/record",
+                json!({"proxyId": "edge"}),
+                record_headers,
+                Some(json!({"events": batch}).to_string()),
+            ),
+        ),
+    ] {
+        std::fs::write(out.join(format!("{name}.json")), event.to_string()).unwrap();
+    }
+    // The fixture answers one request itself, to check the events are sound.
+    let req = Req::new("GET", "/proxies").bearer(&t).build();
+    assert_eq!(
+        parts(proxy_metrics::handlers::list_proxies(&h.app, req).await).0,
+        200
+    );
+    println!(
+        "ready: DYNAMODB_ENDPOINT=http://127.0.0.1:{port} TABLE_NAME={} JWT_SECRET={SECRET}",
+        common::TABLE
+    );
+    // until stdin closes
+    let _ = tokio::task::spawn_blocking(|| {
+        let mut sink = String::new();
+        let _ = std::io::Read::read_to_string(&mut std::io::stdin(), &mut sink);
+    })
+    .await;
+    server.abort();
+}
