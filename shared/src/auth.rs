@@ -382,7 +382,7 @@ enum Keys {
     /// A shared secret or an inline JWKS: fixed for the container's life.
     Fixed(Arc<KeySet>),
     /// `JWT_JWKS_URL`: fetched on first use, cached, refreshed.
-    Remote(RemoteJwks),
+    Remote(Box<RemoteJwks>),
 }
 
 /// Verifies bearer tokens against the configured keys. Built once per container.
@@ -400,7 +400,7 @@ impl Authenticator {
         let keys = match &config.keys {
             KeySource::SharedSecret(secret) => Keys::Fixed(Arc::new(KeySet::shared_secret(secret))),
             KeySource::Jwks(set) => Keys::Fixed(Arc::clone(set)),
-            KeySource::JwksUrl(url) => Keys::Remote(RemoteJwks::new(url, clock.clone())),
+            KeySource::JwksUrl(url) => Keys::Remote(Box::new(RemoteJwks::new(url, clock.clone()))),
         };
         let validations = [Algorithm::HS256, Algorithm::RS256, Algorithm::ES256]
             .into_iter()
