@@ -103,8 +103,9 @@ fn int_family(
     registry.register(name, help, family);
 }
 
-/// The exposition of `proxies` (HELP and TYPE on every family, even one
-/// without series; no `# EOF`, which the 0.0.4 format does not have).
+/// The exposition of `proxies`: `# HELP` and `# TYPE` before every family
+/// that has series (the encoder leaves out a family without any, so no
+/// proxies is an empty exposition); no `# EOF`, which 0.0.4 does not have.
 pub fn encode(proxies: &[ProxyFigures]) -> Result<String, std::fmt::Error> {
     let mut registry = Registry::default();
     // (prometheus-client ends every help text with a period.)
