@@ -326,9 +326,10 @@ async fn scrape(h: &Harness, token: Option<&str>) -> (u16, String, HashMap<Strin
     raw(handlers::get_prometheus_metrics(&h.app, req.build()).await)
 }
 
-/// A parsed exposition: (metric, proxy, quantile) → value. Every line that
-/// is not a comment must be a sample the parser understood.
-fn parse_exposition(text: &str) -> BTreeMap<(String, String, String), f64> {
+/// A parsed exposition: (metric, proxy) → value. Every line that is not a
+/// comment must be a sample the parser understood, of a gauge with a
+/// `# HELP`, labelled with `proxy` and nothing else.
+fn parse_exposition(text: &str) -> BTreeMap<(String, String), f64> {
     let lines = text.lines().map(|l| Ok(l.to_string()));
     let scrape = prometheus_parse::Scrape::parse_at(lines, now()).expect("exposition parses");
     let sample_lines = text
@@ -350,16 +351,16 @@ fn parse_exposition(text: &str) -> BTreeMap<(String, String, String), f64> {
             "no # HELP for {}",
             sample.metric
         );
-        let label = |name: &str| sample.labels.get(name).unwrap_or_default().to_string();
-        out.insert(
-            (sample.metric.clone(), label("proxy"), label("quantile")),
-            value,
-        );
+        let labels: Vec<&String> = sample.labels.keys().collect();
+        assert_eq!(labels, ["proxy"], "labels of {}", sample.metric);
+        let proxy = sample.labels.get("proxy").unwrap_or_default().to_string();
+        let fresh = out.insert((sample.metric.clone(), proxy), value);
+        assert!(fresh.is_none(), "{} twice", sample.metric);
     }
     out
 }
 
-const FAMILIES: [&str; 10] = [
+const FAMILIES: [&str; 12] = [
     "proxy_metrics_today_events",
     "proxy_metrics_today_requests",
     "proxy_metrics_today_successes",
@@ -367,14 +368,15 @@ const FAMILIES: [&str; 10] = [
     "proxy_metrics_today_data_transferred_bytes",
     "proxy_metrics_today_data_received_bytes",
     "proxy_metrics_today_connections",
-    "proxy_metrics_last_hour_latency_seconds",
+    "proxy_metrics_last_hour_latency_p50_seconds",
+    "proxy_metrics_last_hour_latency_p95_seconds",
+    "proxy_metrics_last_hour_latency_p99_seconds",
     "proxy_metrics_last_24h_uptime_ratio",
     "proxy_metrics_last_event_timestamp_seconds",
 ];
 
-fn value(m: &BTreeMap<(String, String, String), f64>, metric: &str, proxy: &str) -> Option<f64> {
-    m.get(&(metric.to_string(), proxy.to_string(), String::new()))
-        .copied()
+fn value(m: &BTreeMap<(String, String), f64>, metric: &str, proxy: &str) -> Option<f64> {
+    m.get(&(metric.to_string(), proxy.to_string())).copied()
 }
 
 fn bucket_start(at: DateTime<Utc>) -> i64 {
@@ -411,7 +413,7 @@ async fn metrics_expose_what_was_recorded_and_parse() {
         );
     }
     // an unhealthy event in the +15 min bucket: it does not make it up
-    let down_at = registered + Duration::minutes(16);
+    let down_at = registered + Duration::minutes(15);
     events.push(
         json!({"eventType": "error", "timestamp": iso(down_at), "healthy": false,
         "metrics": {"requestCount": 5, "errorCount": 5, "errorMessage": "down, \"hard\""}}),
@@ -493,23 +495,16 @@ async fn metrics_expose_what_was_recorded_and_parse() {
         assert_eq!(value(&m, family, "p-a"), Some(want as f64), "{family}");
         assert_eq!(value(&m, family, "p-idle"), Some(0.0), "{family} of p-idle");
     }
-    // Last hour's quantiles, in seconds, within the sketch's 1 %.
-    for (q, exact) in [("0.5", 0.050), ("0.95", 0.095), ("0.99", 0.099)] {
-        let key = (
-            "proxy_metrics_last_hour_latency_seconds".to_string(),
-            "p-a".to_string(),
-            q.to_string(),
-        );
-        let got = m[&key];
+    // Last hour's percentiles, in seconds, within the sketch's 1 %.
+    for (p, exact) in [("p50", 0.050), ("p95", 0.095), ("p99", 0.099)] {
+        let family = format!("proxy_metrics_last_hour_latency_{p}_seconds");
+        let got = value(&m, &family, "p-a").unwrap();
         assert!(
             (got - exact).abs() / exact <= 0.011,
-            "p{q}: {got} vs {exact}"
+            "{p}: {got} vs {exact}"
         );
+        assert_eq!(value(&m, &family, "p-idle"), None, "no latency, no {p}");
     }
-    assert!(
-        !m.keys()
-            .any(|(f, p, _)| f.contains("latency") && p == "p-idle")
-    );
     // Uptime: the buckets from the registration's to now's; up are those
     // with a healthy event (`healthy` defaults to true), not the +15 min one.
     let observed = (bucket_start(scrape_at - Duration::milliseconds(1)) - bucket_start(registered))
@@ -577,7 +572,7 @@ async fn metrics_need_a_read_token_and_show_only_the_callers_proxies() {
     let proxies_of = |text: &str| -> Vec<String> {
         let p: std::collections::BTreeSet<String> = parse_exposition(text)
             .into_keys()
-            .map(|(_, proxy, _)| proxy)
+            .map(|(_, proxy)| proxy)
             .collect();
         p.into_iter().collect()
     };

@@ -9,9 +9,14 @@
 //! |---|---|
 //! | `proxy_metrics_today_{events,requests,successes,errors,connections}` | sums over today's events (the UTC day); they restart at 0 at midnight UTC |
 //! | `proxy_metrics_today_data_{transferred,received}_bytes` | the same for bytes |
-//! | `proxy_metrics_last_hour_latency_seconds{quantile="0.5"\|"0.95"\|"0.99"}` | latency percentiles of the last hour (the summary's `lastHour` window), from the merged sketches |
+//! | `proxy_metrics_last_hour_latency_{p50,p95,p99}_seconds` | latency percentiles of the last hour (the summary's `lastHour` window), from the merged sketches |
 //! | `proxy_metrics_last_24h_uptime_ratio` | 0–1: five-minute buckets holding a healthy event ÷ buckets observed over the last 24 hours |
 //! | `proxy_metrics_last_event_timestamp_seconds` | the latest event's time (Unix seconds) |
+//!
+//! The percentiles are three gauges rather than one with a `quantile` label:
+//! Prometheus reserves that label for the summary type (`promtool check
+//! metrics` refuses it on a gauge), and a summary's `_sum`/`_count` must be
+//! cumulative, which figures over a sliding hour are not.
 //!
 //! A value that does not exist is left out rather than invented: no
 //! quantiles without latency in the last hour, no uptime before anything
@@ -31,8 +36,12 @@ use crate::domain::rollup::{Bucket, Rollup, Stats, SummaryWindows};
 /// The media type of the exposition (the Prometheus text format).
 pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// The latency quantiles exported.
-pub const QUANTILES: [(f64, &str); 3] = [(0.5, "0.5"), (0.95, "0.95"), (0.99, "0.99")];
+/// The latency percentiles exported: (quantile, name of its gauge).
+pub const PERCENTILES: [(f64, &str); 3] = [
+    (0.50, "proxy_metrics_last_hour_latency_p50_seconds"),
+    (0.95, "proxy_metrics_last_hour_latency_p95_seconds"),
+    (0.99, "proxy_metrics_last_hour_latency_p99_seconds"),
+];
 
 /// What one proxy exports, computed from what was read of it.
 #[derive(Debug, Clone, Default)]
@@ -159,25 +168,22 @@ pub fn encode(proxies: &[ProxyFigures]) -> Result<String, std::fmt::Error> {
         |p| p.today.connection_count,
     );
 
-    let latency = FloatGauges::default();
-    for p in proxies {
-        for (q, label) in QUANTILES {
+    for (q, name) in PERCENTILES {
+        let latency = FloatGauges::default();
+        for p in proxies {
             if let Some(ms) = p.last_hour.percentile(q) {
                 latency
-                    .get_or_create(&vec![
-                        ("proxy", p.proxy_id.clone()),
-                        ("quantile", label.to_string()),
-                    ])
+                    .get_or_create(&vec![("proxy", p.proxy_id.clone())])
                     .set(ms / 1000.0);
             }
         }
+        let help = format!(
+            "{}th percentile of request latency over the last hour, in seconds \
+             (DDSketch, 1% relative error)",
+            (q * 100.0).round()
+        );
+        registry.register(name, help, latency);
     }
-    registry.register(
-        "proxy_metrics_last_hour_latency_seconds",
-        "Request latency percentiles over the last hour, from a DDSketch with 1% relative error; \
-         quantile is 0.5, 0.95 or 0.99",
-        latency,
-    );
 
     let uptime = FloatGauges::default();
     for p in proxies {
