@@ -237,3 +237,32 @@ fn openapi_documents_exactly_the_dashboard_files_served() {
         }
     }
 }
+
+#[test]
+fn each_export_feature_is_enabled_only_by_the_function_that_serves_it() {
+    // shared/'s optional features keep the other bootstraps free of the
+    // encoders (binary size): feature -> the one function crate enabling it.
+    let expected = [
+        ("csv", "get-daily-range"),
+        ("prometheus", "get-prometheus-metrics"),
+        ("dashboard", "get-dashboard"),
+    ];
+    for entry in std::fs::read_dir(root().join("functions")).unwrap() {
+        let manifest = entry.unwrap().path().join("Cargo.toml");
+        let doc: toml::Table = std::fs::read_to_string(manifest).unwrap().parse().unwrap();
+        let name = doc["package"]["name"].as_str().unwrap();
+        let features: BTreeSet<&str> = doc["dependencies"]["proxy-metrics"]
+            .get("features")
+            .and_then(|f| f.as_array())
+            .into_iter()
+            .flatten()
+            .filter_map(|f| f.as_str())
+            .collect();
+        let wanted: BTreeSet<&str> = expected
+            .iter()
+            .filter(|(_, function)| *function == name)
+            .map(|(feature, _)| *feature)
+            .collect();
+        assert_eq!(features, wanted, "features of proxy-metrics in {name}");
+    }
+}
