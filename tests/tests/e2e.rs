@@ -289,3 +289,193 @@ async fn sequenced_batches_and_aggregation_rules_over_http() {
     assert_eq!(s, 200, "{released}");
     assert!(released["released"].is_u64());
 }
+
+/// A GET with extra headers: status, headers and the body as text.
+async fn get_raw(
+    path: &str,
+    auth: Option<&str>,
+    headers: &[(&str, &str)],
+) -> (u16, reqwest::header::HeaderMap, String) {
+    let mut req = reqwest::Client::new().get(format!("{}{path}", api()));
+    if let Some(a) = auth {
+        req = req.header("authorization", a);
+    }
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().await.expect("local stack reachable");
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    (status, headers, resp.text().await.unwrap_or_default())
+}
+
+fn header_of(headers: &reqwest::header::HeaderMap, name: &str) -> String {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn assert_json_error_over_http(
+    (status, headers, body): &(u16, reqwest::header::HeaderMap, String),
+    expected: u16,
+    kind: &str,
+) {
+    assert_eq!(*status, expected, "{body}");
+    assert_eq!(header_of(headers, "content-type"), "application/json");
+    let body: Value = serde_json::from_str(body).expect("a JSON error body");
+    assert_eq!(body["error"], kind, "{body}");
+    assert_eq!(body["code"], format!("PROXY_METRICS_{expected}"));
+}
+
+/// Runs `promtool check metrics` on an exposition when `PROMTOOL` names the
+/// binary (`scripts/test` installs Debian's, pinned, and sets it).
+fn promtool_check(exposition: &str) {
+    let Ok(promtool) = std::env::var("PROMTOOL") else {
+        println!("PROMTOOL not set: exposition not linted by promtool");
+        return;
+    };
+    use std::io::Write;
+    let mut child = std::process::Command::new(&promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{promtool}: {e}"));
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(exposition.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}\n{exposition}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack; scripts/test runs it"]
+async fn exports_and_dashboard_over_http() {
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let proxy = format!("exp-{}", &run[..12]);
+    let owner = bearer(&format!("owner-{run}"));
+    let (s, b) = call(
+        reqwest::Method::POST,
+        "/proxies",
+        Some(&owner),
+        Some(json!({"proxyId": proxy, "name": "Exports, \"E2E\""})),
+    )
+    .await;
+    assert_eq!(s, 201, "{b}");
+    let at = real_now();
+    let day = common::day_str(at.date_naive());
+    let (s, b) = call(
+        reqwest::Method::POST,
+        &format!("/proxy/metrics/{proxy}/record"),
+        Some(&owner),
+        Some(json!({"events": [
+            {"eventType": "request", "timestamp": common::iso(at),
+             "metrics": {"requestCount": 10, "successCount": 9, "errorCount": 1,
+                         "latencySamplesMs": [20.0, 40.0, 60.0], "dataTransferredBytes": 1000,
+                         "errorMessage": "upstream timeout, \"retried\""}}]})),
+    )
+    .await;
+    assert_eq!(s, 201, "{b}");
+
+    // CSV of the range: format=csv, or Accept: text/csv
+    let range = format!("/proxy/metrics/{proxy}/daily?startDate={day}&endDate={day}");
+    for (path, headers) in [
+        (format!("{range}&format=csv"), vec![]),
+        (range.clone(), vec![("accept", "text/csv")]),
+    ] {
+        let (s, h, text) = get_raw(&path, Some(&owner), &headers).await;
+        assert_eq!(s, 200, "{text}");
+        assert_eq!(header_of(&h, "content-type"), "text/csv; charset=utf-8");
+        assert_eq!(
+            header_of(&h, "content-disposition"),
+            format!("attachment; filename=\"{proxy}-{day}-{day}.csv\"")
+        );
+        let mut lines = text.split("\r\n");
+        let header = lines.next().unwrap();
+        assert!(header.starts_with("date,eventCount,requestCount,successCount,errorCount,"));
+        assert!(header.ends_with(",uptimePercentage") && !header.contains("topErrors"));
+        let row: Vec<&str> = lines.next().unwrap().split(',').collect();
+        assert_eq!(&row[..5], [day.as_str(), "1", "10", "9", "1"], "{text}");
+    }
+    // errors stay JSON whatever Accept says
+    let csv = [("accept", "text/csv")];
+    assert_json_error_over_http(
+        &get_raw(&format!("{range}&format=xml"), Some(&owner), &csv).await,
+        400,
+        "INVALID_REQUEST",
+    );
+    assert_json_error_over_http(
+        &get_raw(&format!("{range}&format=csv"), None, &csv).await,
+        401,
+        "UNAUTHORIZED",
+    );
+    let stranger = bearer(&format!("stranger-{run}"));
+    assert_json_error_over_http(
+        &get_raw(&format!("{range}&format=csv"), Some(&stranger), &csv).await,
+        404,
+        "NOT_FOUND",
+    );
+
+    // GET /metrics: the Prometheus text format, this caller's proxy only
+    let (s, h, text) = get_raw("/metrics", Some(&owner), &[]).await;
+    assert_eq!(s, 200, "{text}");
+    assert_eq!(
+        header_of(&h, "content-type"),
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    for line in [
+        "# TYPE proxy_metrics_today_requests gauge".to_string(),
+        format!("proxy_metrics_today_requests{{proxy=\"{proxy}\"}} 10"),
+        format!("proxy_metrics_today_errors{{proxy=\"{proxy}\"}} 1"),
+        format!("proxy_metrics_today_data_transferred_bytes{{proxy=\"{proxy}\"}} 1000"),
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+    }
+    assert!(text.contains(&format!(
+        "proxy_metrics_last_hour_latency_p50_seconds{{proxy=\"{proxy}\"}} 0.0"
+    )));
+    assert_eq!(text.matches("proxy=").count(), text.matches(&proxy).count());
+    promtool_check(&text);
+    assert_json_error_over_http(&get_raw("/metrics", None, &[]).await, 401, "UNAUTHORIZED");
+
+    // GET /dashboard and its files, without a token
+    let (s, h, page) = get_raw("/dashboard", None, &[]).await;
+    assert_eq!(s, 200);
+    assert_eq!(header_of(&h, "content-type"), "text/html; charset=utf-8");
+    assert!(header_of(&h, "content-security-policy").starts_with("default-src 'none'; "));
+    assert_eq!(header_of(&h, "x-content-type-options"), "nosniff");
+    assert!(page.contains("<script src=\"/dashboard/app.js\""));
+    for (file, content_type) in [
+        ("app.js", "text/javascript; charset=utf-8"),
+        ("style.css", "text/css; charset=utf-8"),
+        ("vendor/uPlot.iife.min.js", "text/javascript; charset=utf-8"),
+        ("vendor/uPlot.min.css", "text/css; charset=utf-8"),
+    ] {
+        let (s, h, body) = get_raw(&format!("/dashboard/{file}"), None, &[]).await;
+        assert_eq!(s, 200, "{file}");
+        assert_eq!(header_of(&h, "content-type"), content_type, "{file}");
+        assert!(!body.is_empty());
+        let etag = header_of(&h, "etag");
+        let (s, _, _) = get_raw(
+            &format!("/dashboard/{file}"),
+            None,
+            &[("if-none-match", &etag)],
+        )
+        .await;
+        assert_eq!(s, 304, "{file}");
+    }
+    for missing in ["/dashboard/nope.js", "/dashboard/vendor/uPlot.LICENSE"] {
+        assert_json_error_over_http(&get_raw(missing, None, &[]).await, 404, "NOT_FOUND");
+    }
+}

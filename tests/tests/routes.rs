@@ -1,5 +1,10 @@
 //! The routes in the SAM template, the local watcher's router, the OpenAPI
 //! document and the function crates are one and the same set.
+//!
+//! Greedy routes are spelt three ways: API Gateway's `/dashboard/{asset+}`
+//! (template), matchit's `/dashboard/{*asset}` (the watcher), and, in the
+//! OpenAPI document, one path per file the route serves (an OpenAPI path
+//! parameter cannot span segments).
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -66,12 +71,46 @@ fn watcher() -> Routes {
         for entry in entries.as_array().unwrap() {
             routes.insert((
                 entry["method"].as_str().unwrap().to_uppercase(),
-                path.clone(),
+                api_gateway_path(path),
                 entry["function"].as_str().unwrap().to_string(),
             ));
         }
     }
     routes
+}
+
+/// The watcher's catch-all `{*name}` written as API Gateway's greedy `{name+}`.
+fn api_gateway_path(path: &str) -> String {
+    match path.rsplit_once("/{*") {
+        Some((prefix, rest)) => format!("{prefix}/{{{}+}}", rest.trim_end_matches('}')),
+        None => path.to_string(),
+    }
+}
+
+/// The prefix a greedy route (`/dashboard/{asset+}`) covers (`/dashboard/`).
+fn greedy_prefix(path: &str) -> Option<&str> {
+    path.ends_with("+}")
+        .then(|| path.rfind('{').map(|i| &path[..i]))
+        .flatten()
+}
+
+/// The template route an OpenAPI operation is served by: the same path, or
+/// a greedy route whose prefix it extends by at least one character.
+fn served_by<'a>(
+    routes: &'a BTreeSet<(String, String)>,
+    method: &str,
+    path: &str,
+) -> Vec<&'a (String, String)> {
+    routes
+        .iter()
+        .filter(|(m, p)| {
+            m == method
+                && (p == path
+                    || greedy_prefix(p).is_some_and(|prefix| {
+                        path.len() > prefix.len() && path.starts_with(prefix)
+                    }))
+        })
+        .collect()
 }
 
 fn openapi() -> BTreeSet<(String, String)> {
@@ -112,11 +151,27 @@ fn template_watcher_openapi_and_crates_agree() {
         .iter()
         .map(|(m, p, _)| (m.clone(), p.clone()))
         .collect();
-    assert_eq!(
-        without_function,
-        openapi(),
-        "template vs infra/openapi.yaml"
-    );
+    let documented = openapi();
+    for (method, path) in &documented {
+        let routes = served_by(&without_function, method, path);
+        assert_eq!(
+            routes.len(),
+            1,
+            "{method} {path} in infra/openapi.yaml is served by {routes:?} in the template"
+        );
+    }
+    for (method, path) in &without_function {
+        assert!(
+            documented.iter().any(|(m, p)| served_by(
+                &BTreeSet::from([(method.clone(), path.clone())]),
+                m,
+                p
+            )
+            .len()
+                == 1),
+            "{method} {path} of the template is not in infra/openapi.yaml"
+        );
+    }
     assert_eq!(
         template_functions,
         function_crates(),
@@ -139,4 +194,75 @@ fn workspace_members_include_every_function() {
         .filter_map(|m| m.as_str()?.strip_prefix("functions/").map(str::to_string))
         .collect();
     assert_eq!(members, function_crates());
+}
+
+#[test]
+fn greedy_routes_are_spelt_for_each_router() {
+    assert_eq!(
+        api_gateway_path("/dashboard/{*asset}"),
+        "/dashboard/{asset+}"
+    );
+    assert_eq!(api_gateway_path("/metrics"), "/metrics");
+    assert_eq!(greedy_prefix("/dashboard/{asset+}"), Some("/dashboard/"));
+    assert_eq!(greedy_prefix("/proxy/metrics/{proxyId}/daily"), None);
+}
+
+#[test]
+fn openapi_documents_exactly_the_dashboard_files_served() {
+    let documented: BTreeSet<String> = openapi()
+        .into_iter()
+        .filter(|(m, p)| m == "GET" && p.starts_with("/dashboard"))
+        .map(|(_, p)| p)
+        .collect();
+    let served: BTreeSet<String> = proxy_metrics::handlers::DASHBOARD_ASSETS
+        .iter()
+        .map(|a| {
+            if a.path.is_empty() {
+                "/dashboard".to_string()
+            } else {
+                format!("/dashboard/{}", a.path)
+            }
+        })
+        .collect();
+    assert_eq!(documented, served);
+    // and the dashboard is the one public operation
+    let doc = yaml("infra/openapi.yaml");
+    for (path, item) in doc["paths"].as_mapping().unwrap() {
+        let path = path.as_str().unwrap();
+        let security = &item["get"]["security"];
+        if path.starts_with("/dashboard") {
+            assert_eq!(security.as_sequence().map(Vec::len), Some(0), "{path}");
+        } else {
+            assert!(security.is_null(), "{path} overrides the global security");
+        }
+    }
+}
+
+#[test]
+fn each_export_feature_is_enabled_only_by_the_function_that_serves_it() {
+    // shared/'s optional features keep the other bootstraps free of the
+    // encoders (binary size): feature -> the one function crate enabling it.
+    let expected = [
+        ("csv", "get-daily-range"),
+        ("prometheus", "get-prometheus-metrics"),
+        ("dashboard", "get-dashboard"),
+    ];
+    for entry in std::fs::read_dir(root().join("functions")).unwrap() {
+        let manifest = entry.unwrap().path().join("Cargo.toml");
+        let doc: toml::Table = std::fs::read_to_string(manifest).unwrap().parse().unwrap();
+        let name = doc["package"]["name"].as_str().unwrap();
+        let features: BTreeSet<&str> = doc["dependencies"]["proxy-metrics"]
+            .get("features")
+            .and_then(|f| f.as_array())
+            .into_iter()
+            .flatten()
+            .filter_map(|f| f.as_str())
+            .collect();
+        let wanted: BTreeSet<&str> = expected
+            .iter()
+            .filter(|(_, function)| *function == name)
+            .map(|(feature, _)| *feature)
+            .collect();
+        assert_eq!(features, wanted, "features of proxy-metrics in {name}");
+    }
 }

@@ -306,6 +306,30 @@ pub fn bound_errors(errors: &mut BTreeMap<String, u64>) {
     }
 }
 
+/// The daily metrics object's fields, in the contract's order (the JSON
+/// object itself is unordered; exports such as CSV follow this order).
+pub const DAILY_FIELDS: [&str; 19] = [
+    "date",
+    "eventCount",
+    "requestCount",
+    "successCount",
+    "errorCount",
+    "successRate",
+    "averageLatencyMs",
+    "minLatencyMs",
+    "maxLatencyMs",
+    "p50LatencyMs",
+    "p95LatencyMs",
+    "p99LatencyMs",
+    "dataTransferredBytes",
+    "dataReceivedBytes",
+    "connectionCount",
+    "peakConcurrentConnections",
+    "averageConcurrentConnections",
+    "uptimePercentage",
+    "topErrors",
+];
+
 /// Everything a day's figures are computed from.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Rollup {
@@ -405,7 +429,7 @@ impl Rollup {
         all
     }
 
-    /// The contract's daily metrics object.
+    /// The contract's daily metrics object (its fields: [`DAILY_FIELDS`]).
     pub fn daily_json(
         &self,
         day: NaiveDate,
@@ -555,6 +579,41 @@ impl SummaryWindows {
             }
         }
         (hour, day)
+    }
+
+    /// Uptime over the last 24 hours as (buckets holding a healthy event,
+    /// buckets observed): the contract's uptime rule applied to this
+    /// window instead of a day. The observed window starts at the later of
+    /// the window's start and the earlier of (the proxy's registration, the
+    /// window's first event), and ends at `now`; the bucket in progress
+    /// counts. `None` when the observed window is empty. `buckets` are keyed
+    /// by their start (ms).
+    pub fn uptime_buckets(
+        &self,
+        buckets: &BTreeMap<i64, Bucket>,
+        registered_at: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Option<(u64, u64)> {
+        let now_ms = now.timestamp_millis();
+        let first_event = buckets
+            .range(self.last_day_from_ms..now_ms)
+            .find_map(|(_, b)| b.stats.first_event_ms);
+        let observed_from = match (registered_at.map(|r| r.timestamp_millis()), first_event) {
+            (Some(r), Some(f)) => r.min(f),
+            (r, f) => r.or(f)?,
+        };
+        let start = observed_from.max(self.last_day_from_ms);
+        if now_ms <= start {
+            return None;
+        }
+        let first = start.div_euclid(BUCKET_MS) * BUCKET_MS;
+        let last = (now_ms - 1).div_euclid(BUCKET_MS) * BUCKET_MS;
+        let observed = ((last - first) / BUCKET_MS + 1) as u64;
+        let healthy = buckets
+            .range(first..=last)
+            .filter(|(_, b)| b.healthy)
+            .count() as u64;
+        Some((healthy, observed))
     }
 }
 
@@ -813,6 +872,74 @@ mod tests {
         assert_eq!(json["uptimePercentage"], Value::Null);
         assert_eq!(json["successRate"], Value::Null);
         assert_eq!(json["requestCount"], 0);
+    }
+
+    #[test]
+    fn last_24_hours_uptime_follows_the_contract_rule() {
+        let now = at(12, 2);
+        let windows = SummaryWindows::at(now);
+        let bucket = |h: u32, m: u32, healthy: bool| {
+            let e = event(at(h, m), healthy);
+            let mut b = Bucket {
+                healthy,
+                ..Bucket::default()
+            };
+            b.stats.add(&e);
+            (e.timestamp_ms.div_euclid(BUCKET_MS) * BUCKET_MS, b)
+        };
+        let buckets: BTreeMap<i64, Bucket> = [
+            bucket(11, 0, true),
+            bucket(11, 5, false),
+            bucket(12, 1, true),
+        ]
+        .into_iter()
+        .collect();
+        // registered long ago: the 288 buckets up to the one in progress
+        let long_ago = Some(at(0, 0) - chrono::Duration::days(3));
+        assert_eq!(
+            windows.uptime_buckets(&buckets, long_ago, now),
+            Some((2, 288))
+        );
+        // registered at 11:00: 11:00 … 12:00 is 13 buckets, 2 healthy
+        assert_eq!(
+            windows.uptime_buckets(&buckets, Some(at(11, 0)), now),
+            Some((2, 13))
+        );
+        // an event before the registration opens the window earlier
+        assert_eq!(
+            windows.uptime_buckets(&buckets, Some(at(11, 30)), now),
+            Some((2, 13))
+        );
+        // registered, silent: 0, not None
+        assert_eq!(
+            windows.uptime_buckets(&BTreeMap::new(), Some(at(11, 58)), now),
+            Some((0, 2))
+        );
+        // registered now: nothing observed yet
+        assert_eq!(
+            windows.uptime_buckets(&BTreeMap::new(), Some(now), now),
+            None
+        );
+        // exactly on a bucket's start, the new bucket has not begun
+        assert_eq!(
+            SummaryWindows::at(at(12, 5)).uptime_buckets(&buckets, Some(at(11, 0)), at(12, 5)),
+            Some((2, 13))
+        );
+    }
+
+    #[test]
+    fn daily_fields_name_every_field_of_the_daily_object() {
+        let json = Rollup::default().daily_json(day(), None, at(12, 0));
+        let mut keys: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort_unstable();
+        let mut fields = DAILY_FIELDS.to_vec();
+        fields.sort_unstable();
+        assert_eq!(keys, fields);
     }
 
     #[test]

@@ -1,10 +1,18 @@
 //! One handler per Lambda. Each takes the app and an API Gateway request and
 //! always returns a response: errors become the contract's error body.
 
+#[cfg(feature = "dashboard")]
+mod dashboard;
+#[cfg(feature = "prometheus")]
+mod metrics;
 mod proxies;
 mod read;
 mod record;
 
+#[cfg(feature = "dashboard")]
+pub use dashboard::{CONTENT_SECURITY_POLICY, DASHBOARD_ASSETS, DashboardAsset, get_dashboard};
+#[cfg(feature = "prometheus")]
+pub use metrics::get_prometheus_metrics;
 pub use proxies::{list_proxies, register_proxy};
 pub use read::{get_aggregation, get_daily_metrics, get_daily_range, get_summary};
 pub use record::record_metrics;

@@ -6,7 +6,9 @@ use crate::auth::{Caller, Scope};
 use crate::domain::rollup::{SummaryWindows, aggregation_json, days_inclusive, window_json};
 use crate::domain::{parse_day, validate_proxy_id};
 use crate::error::ApiError;
-use crate::http::{App, authenticate, owned_proxy, path_param, query_param, respond, success};
+use crate::http::{
+    App, authenticate, header, owned_proxy, path_param, query_param, respond, success,
+};
 
 /// The order of every read: the token, its scope, then the input (the
 /// proxy id here, dates in the handler) — all before any storage call — and
@@ -80,10 +82,102 @@ pub async fn get_daily_metrics(app: &App, request: Request) -> Response<Body> {
     .await
 }
 
-/// `GET /proxy/metrics/{proxyId}/daily?startDate=&endDate=`
+/// What a range is answered in: the `format` query parameter (`json` or
+/// `csv`), else `Accept` (CSV when it names `text/csv` and does not prefer
+/// `application/json`), else JSON. Errors are JSON whatever is asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RangeFormat {
+    Json,
+    Csv,
+}
+
+impl RangeFormat {
+    fn of(request: &Request) -> Result<Self, ApiError> {
+        match query_param(request, "format") {
+            Some(f) if f.eq_ignore_ascii_case("json") => Ok(Self::Json),
+            Some(f) if f.eq_ignore_ascii_case("csv") => Ok(Self::Csv),
+            Some(f) => {
+                let shown: String = f.chars().take(32).collect();
+                Err(ApiError::invalid(format!(
+                    "The query parameter 'format' must be 'json' or 'csv', not '{shown}'."
+                )))
+            }
+            // An unreadable Accept header asks for nothing in particular.
+            None => Ok(match header(request, "accept").ok().flatten() {
+                Some(accept) if prefers_csv(&accept) => Self::Csv,
+                _ => Self::Json,
+            }),
+        }
+    }
+}
+
+/// Whether an `Accept` header asks for `text/csv` at least as much as for
+/// `application/json` (wildcards ask for neither in particular).
+fn prefers_csv(accept: &str) -> bool {
+    let mut csv: Option<f32> = None;
+    let mut json: Option<f32> = None;
+    for entry in accept.split(',') {
+        let mut parts = entry.split(';');
+        let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+        let q = parts
+            .filter_map(|p| p.trim().strip_prefix("q="))
+            .find_map(|q| q.trim().parse::<f32>().ok())
+            .unwrap_or(1.0);
+        let slot = match media.as_str() {
+            "text/csv" => &mut csv,
+            "application/json" => &mut json,
+            _ => continue,
+        };
+        *slot = Some(slot.map_or(q, |s| s.max(q)));
+    }
+    csv.is_some_and(|c| c > 0.0 && c >= json.unwrap_or(0.0))
+}
+
+/// The CSV answer: one header row, one row per day (`topErrors` left out),
+/// offered as a file named after the proxy and the range.
+#[cfg(feature = "csv")]
+fn csv_range(
+    proxy_id: &str,
+    start: NaiveDate,
+    end: NaiveDate,
+    metrics: &[Value],
+) -> Result<Response<Body>, ApiError> {
+    use crate::export::csv::{CSV_CONTENT_TYPE, daily_csv};
+    let bytes = daily_csv(metrics).map_err(|e| ApiError::Internal(format!("writing CSV: {e}")))?;
+    let text = String::from_utf8(bytes)
+        .map_err(|e| ApiError::Internal(format!("CSV is not UTF-8: {e}")))?;
+    // proxyId is [A-Za-z0-9._-]: safe inside the quoted file name.
+    let disposition = format!(
+        "attachment; filename=\"{proxy_id}-{}-{}.csv\"",
+        day_str(start),
+        day_str(end)
+    );
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", CSV_CONTENT_TYPE)
+        .header("content-disposition", disposition)
+        .header("vary", "Accept")
+        .body(Body::Text(text))
+        .map_err(|e| ApiError::Internal(format!("building response: {e}")))
+}
+
+#[cfg(not(feature = "csv"))]
+fn csv_range(
+    _proxy_id: &str,
+    _start: NaiveDate,
+    _end: NaiveDate,
+    _metrics: &[Value],
+) -> Result<Response<Body>, ApiError> {
+    Err(ApiError::Internal(
+        "this function was built without CSV export (cargo feature `csv` of proxy-metrics)".into(),
+    ))
+}
+
+/// `GET /proxy/metrics/{proxyId}/daily?startDate=&endDate=[&format=json|csv]`
 pub async fn get_daily_range(app: &App, request: Request) -> Response<Body> {
     respond(&request, async {
         let (caller, proxy_id) = reader(app, &request).await?;
+        let format = RangeFormat::of(&request)?;
         let start = query_day(&request, "startDate")?;
         let end = query_day(&request, "endDate")?;
         check_range(&caller, start, end, ("startDate", "endDate"))?;
@@ -98,7 +192,10 @@ pub async fn get_daily_range(app: &App, request: Request) -> Response<Body> {
                     .daily_json(day, Some(proxy.registered_at), now)
             })
             .collect();
-        success(
+        if format == RangeFormat::Csv {
+            return csv_range(&proxy.proxy_id, start, end, &metrics);
+        }
+        let mut response = success(
             app,
             StatusCode::OK,
             &caller,
@@ -109,7 +206,12 @@ pub async fn get_daily_range(app: &App, request: Request) -> Response<Body> {
                 "count": metrics.len(),
                 "metrics": metrics,
             }),
-        )
+        )?;
+        response.headers_mut().insert(
+            "vary",
+            lambda_http::http::HeaderValue::from_static("Accept"),
+        );
+        Ok(response)
     })
     .await
 }
@@ -195,4 +297,21 @@ pub async fn get_summary(app: &App, request: Request) -> Response<Body> {
         )
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefers_csv;
+
+    #[test]
+    fn accept_asks_for_csv_only_when_it_names_it_first_or_equal() {
+        assert!(prefers_csv("text/csv"));
+        assert!(prefers_csv("text/csv;q=0.9, application/json;q=0.5"));
+        assert!(prefers_csv("application/json, TEXT/CSV"));
+        assert!(!prefers_csv("application/json, text/csv;q=0.5"));
+        assert!(!prefers_csv("text/csv;q=0"));
+        assert!(!prefers_csv("*/*"));
+        assert!(!prefers_csv("text/html,application/xhtml+xml,*/*;q=0.8"));
+        assert!(!prefers_csv(""));
+    }
 }

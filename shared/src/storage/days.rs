@@ -228,37 +228,47 @@ impl Store {
                 || self.stored_buckets(proxy_id, first, last),
             )
             .await?;
-        let mut out: BTreeMap<i64, Bucket> = BTreeMap::new();
-        for ((day, index), item) in &stored {
-            out.insert(bucket_start_ms(*day, *index), item.value.bucket.clone());
-        }
-        for chunk in &pending {
-            chunk.readable()?;
-            for day in chunk.days() {
-                if day < first.0 || day > last.0 || chunk.folded_days.contains(&day) {
-                    continue;
-                }
-                let Some(part) = chunk.part(day)? else {
-                    continue;
-                };
-                for (index, bucket) in &part.buckets {
-                    let at = (day, *index);
-                    if at < first || at > last {
-                        continue;
-                    }
-                    if stored
-                        .get(&at)
-                        .is_some_and(|s| holds(&s.value.folded, &chunk.sort_key))
-                    {
-                        continue;
-                    }
-                    out.entry(bucket_start_ms(day, *index))
-                        .or_default()
-                        .merge(bucket);
-                }
+        combine_buckets(&pending, &stored, first, last)
+    }
+
+    /// What a scrape needs of one proxy, reflecting every event recorded
+    /// before the call: `today`'s day, the five-minute buckets whose start
+    /// lies in `[from, to]`, and — only when neither holds an event — the
+    /// `lookback_days` days before `today` (to find the latest event). The
+    /// pending chunks are read once for all: three queries, four with the
+    /// lookback.
+    pub async fn read_recent(
+        &self,
+        proxy_id: &str,
+        today: NaiveDate,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        lookback_days: i64,
+    ) -> Result<Recent, ApiError> {
+        let first = bucket_of(from);
+        let last = bucket_of(to);
+        loop {
+            let started = Instant::now();
+            let pending = self.pending_chunks_of(proxy_id).await?;
+            let (stored_today, stored_buckets) = futures::try_join!(
+                self.stored_days(proxy_id, today, today),
+                self.stored_buckets(proxy_id, first, last),
+            )?;
+            let mut days = combine_days(&pending, &stored_today, today, today)?;
+            let buckets = combine_buckets(&pending, &stored_buckets, first, last)?;
+            let seen = days.values().any(|d| d.stats.last_event_ms.is_some())
+                || buckets.values().any(|b| b.stats.last_event_ms.is_some());
+            if !seen && lookback_days > 0 {
+                let start = today - chrono::Duration::days(lookback_days);
+                let end = today - chrono::Duration::days(1);
+                let stored_older = self.stored_days(proxy_id, start, end).await?;
+                days.extend(combine_days(&pending, &stored_older, start, end)?);
             }
+            if started.elapsed() <= MAX_READ_SPAN {
+                return Ok(Recent { days, buckets });
+            }
+            tracing::warn!("a read took over {MAX_READ_SPAN:?}; reading again");
         }
-        Ok(out)
     }
 
     /// Runs the pending-chunks query, then the items query, again if they
@@ -317,6 +327,59 @@ pub fn combine_days(
         }
     }
     Ok(out)
+}
+
+/// A reader's view of the buckets from `first` to `last` (inclusive), keyed
+/// by their start (ms): the materialised buckets, plus each pending chunk's
+/// part of a bucket unless the chunk or the bucket item says it is already
+/// in. `pending` must have been read before `stored`.
+pub fn combine_buckets(
+    pending: &[PendingChunk],
+    stored: &BTreeMap<(NaiveDate, u16), Versioned<StoredBucket>>,
+    first: (NaiveDate, u16),
+    last: (NaiveDate, u16),
+) -> Result<BTreeMap<i64, Bucket>, ApiError> {
+    let mut out: BTreeMap<i64, Bucket> = BTreeMap::new();
+    for ((day, index), item) in stored {
+        out.insert(bucket_start_ms(*day, *index), item.value.bucket.clone());
+    }
+    for chunk in pending {
+        chunk.readable()?;
+        for day in chunk.days() {
+            if day < first.0 || day > last.0 || chunk.folded_days.contains(&day) {
+                continue;
+            }
+            let Some(part) = chunk.part(day)? else {
+                continue;
+            };
+            for (index, bucket) in &part.buckets {
+                let at = (day, *index);
+                if at < first || at > last {
+                    continue;
+                }
+                if stored
+                    .get(&at)
+                    .is_some_and(|s| holds(&s.value.folded, &chunk.sort_key))
+                {
+                    continue;
+                }
+                out.entry(bucket_start_ms(day, *index))
+                    .or_default()
+                    .merge(bucket);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// What [`Store::read_recent`] read of one proxy.
+#[derive(Debug, Clone, Default)]
+pub struct Recent {
+    /// Today's day (if it has events) and, when the lookback ran, the
+    /// earlier days that have events.
+    pub days: BTreeMap<NaiveDate, Rollup>,
+    /// Five-minute buckets keyed by their start (ms).
+    pub buckets: BTreeMap<i64, Bucket>,
 }
 
 /// The bucket an instant falls in.

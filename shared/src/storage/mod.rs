@@ -43,7 +43,10 @@ use crate::clock::Clock;
 use crate::error::ApiError;
 
 pub use codec::{FORMAT_V1, FORMAT_V2, decode_body, decode_with, encode_body, encode_with};
-pub use days::{PendingChunk, StoredBucket, StoredDay, Versioned, bucket_of, combine_days};
+pub use days::{
+    PendingChunk, Recent, StoredBucket, StoredDay, Versioned, bucket_of, combine_buckets,
+    combine_days,
+};
 pub use fold::{DayFold, PendingPage, PendingView};
 pub use keys::PENDING_SHARDS;
 pub use proxies::Proxy;
