@@ -205,9 +205,12 @@ class Browser:
         return result["result"].get("value")
 
     async def wait_for(self, expression, what):
+        # While the page loads, `document.body` may not exist yet: that is
+        # "not yet", not a failure.
+        guarded = f"(() => {{ try {{ return !!({expression}); }} catch (e) {{ return false; }} }})()"
         deadline = time.time() + TIMEOUT_S
         while time.time() < deadline:
-            if await self.js(expression):
+            if await self.js(guarded):
                 return
             await asyncio.sleep(0.2)
         state = await self.js("document.body.dataset.state + ': ' + document.getElementById('error-message').textContent")
