@@ -5,7 +5,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use proxy_metrics::domain::parse_day;
-use proxy_metrics::error::ApiError;
+use proxy_metrics::domain::ValidationError;
 
 fuzz_target!(|value: &str| {
     match parse_day("date", value) {
@@ -15,7 +15,7 @@ fuzz_target!(|value: &str| {
             assert_eq!(value.len(), 10);
         }
         Err(error) => {
-            assert!(matches!(error, ApiError::InvalidRequest(_)), "{error:?}");
+            assert!(matches!(error, ValidationError::Invalid(_)), "{error:?}");
             let message = error.to_string();
             assert!(
                 message.chars().count() <= 1024,

@@ -13,7 +13,7 @@ use proxy_metrics::domain::event::{
     self, MAX_COUNT, MAX_ERROR_MESSAGE_CHARS, MAX_EVENTS_PER_BATCH, MAX_SAMPLES_PER_EVENT,
     parse_record_body,
 };
-use proxy_metrics::error::ApiError;
+use proxy_metrics::domain::ValidationError;
 
 #[derive(Arbitrary, Debug)]
 struct Input<'a> {
@@ -82,7 +82,7 @@ fuzz_target!(|input: Input| {
             assert!(
                 matches!(
                     error,
-                    ApiError::InvalidRequest(_) | ApiError::PayloadTooLarge(_)
+                    ValidationError::Invalid(_) | ValidationError::TooLarge(_)
                 ),
                 "{error:?}"
             );

@@ -3,9 +3,6 @@
 //! Messages are written for the API's users: they never carry SDK dumps,
 //! table names or stack traces. Internal details go to the log only.
 
-use lambda_http::{Body, Response, http::StatusCode};
-use serde_json::json;
-
 /// Seconds a client is told to wait after storage was throttled or unavailable.
 pub const RETRY_AFTER_SECONDS: u32 = 2;
 
@@ -45,18 +42,28 @@ impl ApiError {
         Self::InvalidRequest(message.into())
     }
 
-    pub fn status(&self) -> StatusCode {
+    /// The HTTP status.
+    pub fn status(&self) -> u16 {
         match self {
-            Self::InvalidRequest(_) => StatusCode::BAD_REQUEST,
-            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            Self::Forbidden(_) => StatusCode::FORBIDDEN,
-            Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::Conflict(_) | Self::SequenceGap { .. } => StatusCode::CONFLICT,
-            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::RangeTooLarge(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::ServiceUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::InvalidRequest(_) => 400,
+            Self::Unauthorized(_) => 401,
+            Self::Forbidden(_) => 403,
+            Self::NotFound(_) => 404,
+            Self::Conflict(_) | Self::SequenceGap { .. } => 409,
+            Self::PayloadTooLarge(_) => 413,
+            Self::RangeTooLarge(_) => 422,
+            Self::RateLimited { .. } => 429,
+            Self::ServiceUnavailable(_) => 503,
+            Self::Internal(_) => 500,
+        }
+    }
+
+    /// Seconds a client should wait before retrying, when it should.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            Self::ServiceUnavailable(_) => Some(u64::from(RETRY_AFTER_SECONDS)),
+            Self::RateLimited { retry_after } => Some(*retry_after),
+            _ => None,
         }
     }
 
@@ -89,12 +96,10 @@ impl ApiError {
         }
     }
 
-    /// The HTTP response for this error; `request_id` is echoed on 500s so an
-    /// operator can find the log line.
-    pub fn into_response(self, request_id: Option<&str>) -> Response<Body> {
-        let (kind, code) = self.kind_and_code();
-        let status = self.status();
-        match &self {
+    /// The contract's error body; `request_id` is echoed on 500s so an
+    /// operator can find the log line (which this also writes).
+    pub fn body(&self, request_id: Option<&str>) -> ErrorBody {
+        match self {
             Self::Internal(detail) => {
                 tracing::error!(request_id, detail = %detail, "internal error");
             }
@@ -103,27 +108,61 @@ impl ApiError {
             }
             _ => {}
         }
-        let mut body = json!({"error": kind, "message": self.public_message(), "code": code});
-        if let (Self::Internal(_), Some(id)) = (&self, request_id) {
-            body["requestId"] = json!(id);
+        let (kind, code) = self.kind_and_code();
+        ErrorBody {
+            error: kind,
+            message: self.public_message(),
+            code,
+            request_id: match self {
+                Self::Internal(_) => request_id.map(str::to_string),
+                _ => None,
+            },
+            expected_sequence: match self {
+                Self::SequenceGap { expected } => Some(*expected),
+                _ => None,
+            },
         }
-        if let Self::SequenceGap { expected } = &self {
-            body["expectedSequence"] = json!(expected);
-        }
+    }
+
+    /// The HTTP response for this error.
+    #[cfg(feature = "http")]
+    pub fn into_response(
+        self,
+        request_id: Option<&str>,
+    ) -> lambda_http::Response<lambda_http::Body> {
+        use lambda_http::{Body, Response};
+        let body = serde_json::to_string(&self.body(request_id)).unwrap_or_default();
         let mut builder = Response::builder()
-            .status(status)
+            .status(self.status())
             .header("content-type", "application/json");
-        match &self {
-            Self::ServiceUnavailable(_) => {
-                builder = builder.header("retry-after", RETRY_AFTER_SECONDS.to_string());
-            }
-            Self::RateLimited { retry_after } => {
-                builder = builder.header("retry-after", retry_after.to_string());
-            }
-            _ => {}
+        if let Some(seconds) = self.retry_after() {
+            builder = builder.header("retry-after", seconds.to_string());
         }
         builder
-            .body(Body::Text(body.to_string()))
+            .body(Body::Text(body))
             .unwrap_or_else(|_| Response::new(Body::Empty))
+    }
+}
+
+/// `{"error", "message", "code"}`, plus `requestId` on a 500 and
+/// `expectedSequence` on a `SEQUENCE_GAP`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorBody {
+    pub error: &'static str,
+    pub message: String,
+    pub code: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expected_sequence: Option<u64>,
+}
+
+impl From<crate::domain::ValidationError> for ApiError {
+    fn from(error: crate::domain::ValidationError) -> Self {
+        match error {
+            crate::domain::ValidationError::Invalid(message) => Self::InvalidRequest(message),
+            crate::domain::ValidationError::TooLarge(message) => Self::PayloadTooLarge(message),
+        }
     }
 }

@@ -1,54 +1,18 @@
-//! What every HTTP handler shares: the app's dependencies, authentication,
-//! path and body extraction, ownership, and the success envelope.
+//! What every HTTP handler shares: authentication, path and body
+//! extraction, ownership, the success envelope and the error response.
 
 use chrono::SecondsFormat;
 use lambda_http::{Body, Request, RequestExt, Response, http::StatusCode};
 use serde_json::Value;
 
-use crate::auth::{Authenticator, Caller};
-use crate::clock::Clock;
-use crate::config::{Config, ConfigError};
+pub use crate::app::App;
+use crate::auth::Caller;
 use crate::domain::validate_proxy_id;
 use crate::error::ApiError;
-use crate::ratelimit::RateLimiter;
-use crate::storage::{Proxy, Store};
+use crate::storage::Proxy;
 
 /// The largest request body accepted (the contract's 1 MiB).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
-
-/// Everything a handler needs, built once per container.
-pub struct App {
-    pub store: Store,
-    pub auth: Authenticator,
-    /// The one source of "now" (pinned in tests).
-    pub clock: Clock,
-    /// Per-proxy recording limit of this container.
-    pub record_limiter: RateLimiter,
-}
-
-impl App {
-    /// The app on the system clock.
-    pub fn new(config: &Config, client: aws_sdk_dynamodb::Client) -> Self {
-        Self::with_clock(config, client, Clock::system())
-    }
-
-    /// The app reading the time from `clock` (tests pin it).
-    pub fn with_clock(config: &Config, client: aws_sdk_dynamodb::Client, clock: Clock) -> Self {
-        Self {
-            store: Store::new(client, &config.table_name, clock.clone()),
-            auth: Authenticator::new(&config.auth, clock.clone()),
-            clock,
-            record_limiter: RateLimiter::new(config.record_limit),
-        }
-    }
-
-    /// Reads and validates the environment, builds the SDK client.
-    pub async fn from_env() -> Result<Self, ConfigError> {
-        let config = Config::from_env()?;
-        let client = config.dynamodb_client()?;
-        Ok(Self::new(&config, client))
-    }
-}
 
 /// Runs a handler body and turns its error into the contract's error response.
 pub async fn respond<F>(request: &Request, handler: F) -> Response<Body>
@@ -179,8 +143,10 @@ pub fn success(
     app: &App,
     status: StatusCode,
     caller: &Caller,
-    mut body: Value,
+    body: &impl serde::Serialize,
 ) -> Result<Response<Body>, ApiError> {
+    let mut body = serde_json::to_value(body)
+        .map_err(|e| ApiError::Internal(format!("serialising a response: {e}")))?;
     if let Value::Object(map) = &mut body {
         let now = app.clock.now().to_rfc3339_opts(SecondsFormat::Millis, true);
         map.insert("timestamp".into(), Value::String(now));

@@ -1,17 +1,28 @@
 //! The library every proxy-metrics Lambda shares: domain logic (pure),
-//! storage (every DynamoDB key and transaction), authentication, and the
-//! HTTP handlers the functions' `main.rs` files hand requests to.
+//! storage (every DynamoDB key and transaction), the scheduled aggregation,
+//! and — with the `http` feature, for the API functions — authentication and
+//! the HTTP handlers the functions' `main.rs` files hand requests to.
 
 pub mod aggregate;
-pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod error;
-pub mod export;
-pub mod handlers;
-pub mod http;
 pub mod ratelimit;
 pub mod storage;
 
-pub use http::App;
+#[cfg(feature = "http")]
+pub mod api;
+#[cfg(feature = "http")]
+pub mod app;
+#[cfg(feature = "http")]
+pub mod auth;
+#[cfg(feature = "http")]
+pub mod export;
+#[cfg(feature = "http")]
+pub mod handlers;
+#[cfg(feature = "http")]
+pub mod http;
+
+#[cfg(feature = "http")]
+pub use app::App;

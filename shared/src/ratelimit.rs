@@ -16,6 +16,11 @@ use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
 
+/// Defaults of the per-proxy recording limit: a proxy batching every few
+/// seconds is far below them; a runaway loop is not.
+pub const DEFAULT_RECORD_RATE: f64 = 10.0;
+pub const DEFAULT_RECORD_BURST: f64 = 50.0;
+
 /// Buckets kept at most; the idlest are dropped beyond (a dropped bucket
 /// was full again anyway once idle for `burst / rate` seconds).
 const MAX_BUCKETS: usize = 10_000;

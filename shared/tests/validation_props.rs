@@ -7,11 +7,11 @@ use chrono::{DateTime, Duration, FixedOffset, SecondsFormat, TimeZone, Utc};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::test_runner::Config as ProptestConfig;
+use proxy_metrics::domain::ValidationError;
 use proxy_metrics::domain::event::{
     Event, EventType, MAX_COUNT, MAX_ERROR_MESSAGE_CHARS, MAX_EVENTS_PER_BATCH,
     MAX_SAMPLES_PER_EVENT, parse_event, parse_record_body,
 };
-use proxy_metrics::error::ApiError;
 use serde_json::{Map, Value, json};
 
 /// A fixed "now", so every run checks the same window.
@@ -316,9 +316,9 @@ fn batch_body(events: &[Value]) -> Vec<u8> {
     serde_json::to_vec(&json!({ "events": events })).unwrap()
 }
 
-fn invalid_message(result: Result<impl std::fmt::Debug, ApiError>) -> String {
+fn invalid_message(result: Result<impl std::fmt::Debug, ValidationError>) -> String {
     match result {
-        Err(ApiError::InvalidRequest(message)) => message,
+        Err(ValidationError::Invalid(message)) => message,
         other => panic!("expected 400 INVALID_REQUEST, got {other:?}"),
     }
 }
@@ -752,7 +752,7 @@ fn batch_size_limits() {
     let body = batch_body(&vec![one; MAX_EVENTS_PER_BATCH + 1]);
     assert!(matches!(
         parse_record_body(&body, None, now()),
-        Err(ApiError::PayloadTooLarge(_))
+        Err(ValidationError::TooLarge(_))
     ));
     let message =
         invalid_message(parse_record_body(&batch_body(&[]), None, now()).map(|b| b.events.len()));

@@ -225,7 +225,7 @@ fn the_limit_settings_are_checked_at_start_up() {
             ("JWT_SECRET".to_string(), SECRET.to_string()),
         ]);
         vars.insert("RECORD_RATE_PER_PROXY".into(), bad.into());
-        let err = proxy_metrics::config::Config::from_map(&vars).unwrap_err();
+        let err = proxy_metrics::app::Config::from_map(&vars).unwrap_err();
         assert!(err.to_string().contains("RECORD_RATE_PER_PROXY"), "{err}");
     }
 }

@@ -3,7 +3,6 @@
 //! payload to `proxy_metrics::aggregate::invoke`.
 
 use lambda_runtime::{Error, LambdaEvent, run, service_fn, tracing};
-use proxy_metrics::App;
 use proxy_metrics::aggregate::{RunLimits, invoke};
 use serde_json::Value;
 
@@ -11,15 +10,15 @@ use serde_json::Value;
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     tracing::init_default_subscriber();
-    let app = App::from_env()
-        .await
-        .inspect_err(|e| tracing::error!("{e}"))?;
-    let app = &app;
+    // The store only: no token checks, no JWT configuration.
+    let store =
+        proxy_metrics::storage::Store::from_env().inspect_err(|e| tracing::error!("{e}"))?;
+    let store = &store;
     run(service_fn(move |event: LambdaEvent<Value>| async move {
         // Any JSON object: a scheduled event, `{"detail": {"shards": [..]}}`,
         // or a command (`release`, `migrate`).
-        let limits = RunLimits::for_invocation(&app.store, event.context.deadline);
-        let answer = Box::pin(invoke(&app.store, &event.payload, limits)).await;
+        let limits = RunLimits::for_invocation(store, event.context.deadline);
+        let answer = Box::pin(invoke(store, &event.payload, limits)).await;
         answer.map_err(|e| {
             tracing::error!(error = %e, "aggregate-metrics failed");
             Error::from(e.to_string())

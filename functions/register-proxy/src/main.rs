@@ -8,9 +8,7 @@ use proxy_metrics::{App, handlers::register_proxy};
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     tracing::init_default_subscriber();
-    let app = App::from_env()
-        .await
-        .inspect_err(|e| tracing::error!("{e}"))?;
+    let app = App::from_env().inspect_err(|e| tracing::error!("{e}"))?;
     let app = &app;
     run(service_fn(move |request: Request| async move {
         Ok::<_, Error>(register_proxy(app, request).await)

@@ -5,9 +5,8 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::excerpt;
 use super::sketch::LatencySketch;
-use crate::error::ApiError;
+use super::{ValidationError, excerpt};
 
 pub const MAX_EVENTS_PER_BATCH: usize = 500;
 pub const MAX_SAMPLES_PER_EVENT: usize = 10_000;
@@ -96,11 +95,11 @@ pub fn parse_record_body(
     body: &[u8],
     idempotency_key: Option<&str>,
     now: DateTime<Utc>,
-) -> Result<RecordBody, ApiError> {
+) -> Result<RecordBody, ValidationError> {
     let value: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::invalid(format!("The body is not valid JSON: {e}.")))?;
+        .map_err(|e| ValidationError::invalid(format!("The body is not valid JSON: {e}.")))?;
     let Value::Object(object) = value else {
-        return Err(ApiError::invalid(
+        return Err(ValidationError::invalid(
             "The body must be a JSON object: one event or {\"events\": [...]}.",
         ));
     };
@@ -108,18 +107,22 @@ pub fn parse_record_body(
         // A typo next to "events" must not vanish silently either.
         reject_unknown(&object, BATCH_FIELDS, "the batch")?;
         let Value::Array(items) = events else {
-            return Err(ApiError::invalid("'events' must be an array of events."));
+            return Err(ValidationError::invalid(
+                "'events' must be an array of events.",
+            ));
         };
         if idempotency_key.is_some() {
-            return Err(ApiError::invalid(
+            return Err(ValidationError::invalid(
                 "The Idempotency-Key header applies to a single-event body; give each event of a batch its own eventId.",
             ));
         }
         if items.is_empty() {
-            return Err(ApiError::invalid("'events' must hold at least one event."));
+            return Err(ValidationError::invalid(
+                "'events' must hold at least one event.",
+            ));
         }
         if items.len() > MAX_EVENTS_PER_BATCH {
-            return Err(ApiError::PayloadTooLarge(format!(
+            return Err(ValidationError::TooLarge(format!(
                 "A batch holds at most {MAX_EVENTS_PER_BATCH} events; this one has {}.",
                 items.len()
             )));
@@ -128,8 +131,9 @@ pub fn parse_record_body(
             .iter()
             .enumerate()
             .map(|(index, item)| {
-                parse_event(item, None, now)
-                    .map_err(|message| ApiError::invalid(format!("events[{index}]: {message}")))
+                parse_event(item, None, now).map_err(|message| {
+                    ValidationError::invalid(format!("events[{index}]: {message}"))
+                })
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(RecordBody {
@@ -138,7 +142,7 @@ pub fn parse_record_body(
         })
     } else {
         let event = parse_event(&Value::Object(object), idempotency_key, now)
-            .map_err(ApiError::InvalidRequest)?;
+            .map_err(ValidationError::Invalid)?;
         Ok(RecordBody {
             events: vec![event],
             single: true,
@@ -253,9 +257,9 @@ pub fn reject_unknown(
     object: &Map<String, Value>,
     known: &[&str],
     what: &str,
-) -> Result<(), ApiError> {
+) -> Result<(), ValidationError> {
     match object.keys().find(|k| !known.contains(&k.as_str())) {
-        Some(unknown) => Err(ApiError::invalid(format!(
+        Some(unknown) => Err(ValidationError::invalid(format!(
             "'{}' is not a field of {what} (known: {}).",
             excerpt(unknown),
             known.join(", ")
@@ -271,12 +275,12 @@ pub const MAX_PRODUCER_ID_CHARS: usize = 64;
 pub fn parse_sequence_headers(
     producer_id: Option<&str>,
     sequence: Option<&str>,
-) -> Result<Option<(String, u64)>, ApiError> {
+) -> Result<Option<(String, u64)>, ValidationError> {
     let (id, sequence) = match (producer_id, sequence) {
         (None, None) => return Ok(None),
         (Some(id), Some(seq)) => (id, seq),
         _ => {
-            return Err(ApiError::invalid(
+            return Err(ValidationError::invalid(
                 "Producer-Id and Producer-Sequence go together: send both headers or neither.",
             ));
         }
@@ -287,7 +291,7 @@ pub fn parse_sequence_headers(
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
     if !id_ok {
-        return Err(ApiError::invalid(format!(
+        return Err(ValidationError::invalid(format!(
             "Producer-Id must be 1-{MAX_PRODUCER_ID_CHARS} characters of A-Z a-z 0-9 . _ : -."
         )));
     }
@@ -297,7 +301,7 @@ pub fn parse_sequence_headers(
         .ok()
         .filter(|n| *n <= MAX_COUNT && sequence.trim().bytes().all(|b| b.is_ascii_digit()))
         .ok_or_else(|| {
-            ApiError::invalid(format!(
+            ValidationError::invalid(format!(
                 "Producer-Sequence must be a whole number from 0 to 2^53; got '{}'.",
                 excerpt(sequence)
             ))
@@ -307,11 +311,11 @@ pub fn parse_sequence_headers(
 
 /// In a sequenced batch the sequence is the idempotency key: `eventId`s only
 /// label events, and must not repeat within the batch.
-pub fn check_unique_event_ids(events: &[Event]) -> Result<(), ApiError> {
+pub fn check_unique_event_ids(events: &[Event]) -> Result<(), ValidationError> {
     let mut seen = std::collections::HashMap::new();
     for (index, event) in events.iter().enumerate() {
         if let Some(first) = seen.insert(event.event_id.as_str(), index) {
-            return Err(ApiError::invalid(format!(
+            return Err(ValidationError::invalid(format!(
                 "events[{index}]: eventId '{}' repeats events[{first}]; ids must be unique within a sequenced batch.",
                 excerpt(&event.event_id)
             )));

@@ -3,17 +3,34 @@
 pub mod event;
 pub mod rollup;
 pub mod sketch;
+pub mod tier;
 
 use chrono::NaiveDate;
 
-use crate::error::ApiError;
+/// Why input was refused: the domain's own error, which knows nothing of
+/// HTTP (`error.rs` maps it to 400 and 413).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValidationError {
+    /// Malformed or inconsistent input.
+    #[error("{0}")]
+    Invalid(String),
+    /// More than the contract accepts in one request.
+    #[error("{0}")]
+    TooLarge(String),
+}
+
+impl ValidationError {
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::Invalid(message.into())
+    }
+}
 
 pub const MAX_PROXY_ID_CHARS: usize = 128;
 pub const MAX_PROXY_NAME_CHARS: usize = 256;
 
 /// `proxyId`: 1–128 characters of `[A-Za-z0-9._-]`. Checked before an id
 /// reaches any storage key.
-pub fn validate_proxy_id(id: &str) -> Result<(), ApiError> {
+pub fn validate_proxy_id(id: &str) -> Result<(), ValidationError> {
     let ok = !id.is_empty()
         && id.len() <= MAX_PROXY_ID_CHARS
         && id
@@ -22,7 +39,7 @@ pub fn validate_proxy_id(id: &str) -> Result<(), ApiError> {
     if ok {
         Ok(())
     } else {
-        Err(ApiError::invalid(format!(
+        Err(ValidationError::invalid(format!(
             "proxyId must be 1-{MAX_PROXY_ID_CHARS} characters of A-Z a-z 0-9 . _ -."
         )))
     }
@@ -43,7 +60,7 @@ pub fn excerpt(value: &str) -> String {
 }
 
 /// A strict `YYYY-MM-DD` UTC day (`2024-02-30` is refused).
-pub fn parse_day(field: &str, value: &str) -> Result<NaiveDate, ApiError> {
+pub fn parse_day(field: &str, value: &str) -> Result<NaiveDate, ValidationError> {
     let shaped = value.len() == 10
         && value.bytes().enumerate().all(|(i, b)| {
             if i == 4 || i == 7 {
@@ -56,7 +73,7 @@ pub fn parse_day(field: &str, value: &str) -> Result<NaiveDate, ApiError> {
         .then(|| NaiveDate::parse_from_str(value, "%Y-%m-%d").ok())
         .flatten()
         .ok_or_else(|| {
-            ApiError::invalid(format!(
+            ValidationError::invalid(format!(
                 "{field} '{}' is not a valid date in YYYY-MM-DD form.",
                 excerpt(value)
             ))

@@ -12,7 +12,6 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 
 use super::event::Event;
 use super::sketch::LatencySketch;
@@ -306,30 +305,6 @@ pub fn bound_errors(errors: &mut BTreeMap<String, u64>) {
     }
 }
 
-/// The daily metrics object's fields, in the contract's order (the JSON
-/// object itself is unordered; exports such as CSV follow this order).
-pub const DAILY_FIELDS: [&str; 19] = [
-    "date",
-    "eventCount",
-    "requestCount",
-    "successCount",
-    "errorCount",
-    "successRate",
-    "averageLatencyMs",
-    "minLatencyMs",
-    "maxLatencyMs",
-    "p50LatencyMs",
-    "p95LatencyMs",
-    "p99LatencyMs",
-    "dataTransferredBytes",
-    "dataReceivedBytes",
-    "connectionCount",
-    "peakConcurrentConnections",
-    "averageConcurrentConnections",
-    "uptimePercentage",
-    "topErrors",
-];
-
 /// Everything a day's figures are computed from.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Rollup {
@@ -429,42 +404,6 @@ impl Rollup {
         all
     }
 
-    /// The contract's daily metrics object (its fields: [`DAILY_FIELDS`]).
-    pub fn daily_json(
-        &self,
-        day: NaiveDate,
-        registered_at: Option<DateTime<Utc>>,
-        now: DateTime<Utc>,
-    ) -> Value {
-        let uptime = self
-            .uptime_buckets(day, registered_at, now)
-            .map(|(healthy, observed)| healthy as f64 / observed as f64 * 100.0);
-        let s = &self.stats;
-        json!({
-            "date": day.format("%Y-%m-%d").to_string(),
-            "eventCount": s.event_count,
-            "requestCount": s.request_count,
-            "successCount": s.success_count,
-            "errorCount": s.error_count,
-            "successRate": s.success_rate(),
-            "averageLatencyMs": s.average_latency_ms(),
-            "minLatencyMs": s.min_latency_ms,
-            "maxLatencyMs": s.max_latency_ms,
-            "p50LatencyMs": s.percentile(0.50),
-            "p95LatencyMs": s.percentile(0.95),
-            "p99LatencyMs": s.percentile(0.99),
-            "dataTransferredBytes": s.data_transferred_bytes,
-            "dataReceivedBytes": s.data_received_bytes,
-            "connectionCount": s.connection_count,
-            "peakConcurrentConnections": s.peak_concurrent.unwrap_or(0),
-            "averageConcurrentConnections": s.average_concurrent(),
-            "uptimePercentage": uptime,
-            "topErrors": self.top_errors().into_iter()
-                .map(|(message, count)| json!({"message": message, "count": count}))
-                .collect::<Vec<_>>(),
-        })
-    }
-
     /// Folds events of one day (tests and tools; the service folds requests
     /// into [`DayPart`]s and merges those).
     pub fn of_events<'a>(day: NaiveDate, events: impl IntoIterator<Item = &'a Event>) -> Self {
@@ -495,52 +434,6 @@ pub fn bucket_start_ms(day: NaiveDate, index: u16) -> i64 {
 pub fn days_inclusive(start: NaiveDate, end: NaiveDate) -> impl Iterator<Item = NaiveDate> {
     let n = (end - start).num_days().max(-1) + 1;
     (0..n).filter_map(move |i| start.checked_add_signed(TimeDelta::days(i)))
-}
-
-/// The contract's aggregation metrics over `[start, end]` (both inclusive).
-/// Percentiles come from the merged sketches, never from daily percentiles;
-/// uptime is weighted by observed buckets, averages by what they average.
-pub fn aggregation_json(
-    days: &BTreeMap<NaiveDate, Rollup>,
-    start: NaiveDate,
-    end: NaiveDate,
-    registered_at: Option<DateTime<Utc>>,
-    now: DateTime<Utc>,
-) -> Value {
-    let empty = Rollup::default();
-    let mut total = Stats::default();
-    let (mut healthy, mut observed) = (0u64, 0u64);
-    let mut days_with_data = 0u64;
-    for day in days_inclusive(start, end) {
-        let rollup = days.get(&day).unwrap_or(&empty);
-        if rollup.stats.event_count > 0 {
-            days_with_data += 1;
-            total.merge(&rollup.stats);
-        }
-        if let Some((h, o)) = rollup.uptime_buckets(day, registered_at, now) {
-            healthy += h;
-            observed += o;
-        }
-    }
-    json!({
-        "daysWithData": days_with_data,
-        "totalRequestCount": total.request_count,
-        "totalSuccessCount": total.success_count,
-        "totalErrorCount": total.error_count,
-        "successRate": total.success_rate(),
-        "averageLatencyMs": total.average_latency_ms(),
-        "minLatencyMs": total.min_latency_ms,
-        "maxLatencyMs": total.max_latency_ms,
-        "p50LatencyMs": total.percentile(0.50),
-        "p95LatencyMs": total.percentile(0.95),
-        "p99LatencyMs": total.percentile(0.99),
-        "totalDataTransferredBytes": total.data_transferred_bytes,
-        "totalDataReceivedBytes": total.data_received_bytes,
-        "totalConnectionCount": total.connection_count,
-        "peakConcurrentConnections": total.peak_concurrent.unwrap_or(0),
-        "averageConcurrentConnections": total.average_concurrent(),
-        "averageUptimePercentage": (observed > 0).then(|| healthy as f64 / observed as f64 * 100.0),
-    })
 }
 
 /// The summary's windows, in whole five-minute buckets: the last hour is
@@ -615,20 +508,6 @@ impl SummaryWindows {
             .count() as u64;
         Some((healthy, observed))
     }
-}
-
-/// One window of the summary (`lastHour`, `last24Hours`) from its merged buckets.
-pub fn window_json(stats: &Stats) -> Value {
-    json!({
-        "requestCount": stats.request_count,
-        "successCount": stats.success_count,
-        "errorCount": stats.error_count,
-        "successRate": stats.success_rate(),
-        "averageLatencyMs": stats.average_latency_ms(),
-        "p95LatencyMs": stats.percentile(0.95),
-        "dataTransferredBytes": stats.data_transferred_bytes,
-        "dataReceivedBytes": stats.data_received_bytes,
-    })
 }
 
 #[cfg(test)]
@@ -868,10 +747,6 @@ mod tests {
             ),
             None
         );
-        let json = empty.daily_json(day(), None, end_of_day);
-        assert_eq!(json["uptimePercentage"], Value::Null);
-        assert_eq!(json["successRate"], Value::Null);
-        assert_eq!(json["requestCount"], 0);
     }
 
     #[test]
@@ -925,21 +800,6 @@ mod tests {
             SummaryWindows::at(at(12, 5)).uptime_buckets(&buckets, Some(at(11, 0)), at(12, 5)),
             Some((2, 13))
         );
-    }
-
-    #[test]
-    fn daily_fields_name_every_field_of_the_daily_object() {
-        let json = Rollup::default().daily_json(day(), None, at(12, 0));
-        let mut keys: Vec<&str> = json
-            .as_object()
-            .unwrap()
-            .keys()
-            .map(String::as_str)
-            .collect();
-        keys.sort_unstable();
-        let mut fields = DAILY_FIELDS.to_vec();
-        fields.sort_unstable();
-        assert_eq!(keys, fields);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use crate::domain::rollup::DAILY_FIELDS;
+use crate::api::DAILY_FIELDS;
 
 /// The media type of the CSV export.
 pub const CSV_CONTENT_TYPE: &str = "text/csv; charset=utf-8";

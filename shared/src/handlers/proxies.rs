@@ -1,5 +1,7 @@
 use lambda_http::{Body, Request, Response, http::StatusCode};
-use serde_json::{Value, json};
+use serde_json::Value;
+
+use crate::api::{ListProxiesResponse, ProxyBody, RegisterProxyResponse};
 
 use crate::auth::Scope;
 use crate::domain::event::reject_unknown;
@@ -54,7 +56,9 @@ pub async fn register_proxy(app: &App, request: Request) -> Response<Body> {
             app,
             StatusCode::CREATED,
             &caller,
-            json!({"proxy": proxy.to_json()}),
+            &RegisterProxyResponse {
+                proxy: ProxyBody::of(&proxy),
+            },
         )
     })
     .await
@@ -68,12 +72,15 @@ pub async fn list_proxies(app: &App, request: Request) -> Response<Body> {
         if let Some(own) = &caller.proxy_id {
             proxies.retain(|p| &p.proxy_id == own);
         }
-        let list: Vec<Value> = proxies.iter().map(Proxy::to_json).collect();
+        let list: Vec<ProxyBody> = proxies.iter().map(ProxyBody::of).collect();
         success(
             app,
             StatusCode::OK,
             &caller,
-            json!({"count": list.len(), "proxies": list}),
+            &ListProxiesResponse {
+                count: list.len(),
+                proxies: list,
+            },
         )
     })
     .await

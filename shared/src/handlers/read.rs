@@ -1,9 +1,13 @@
-use chrono::{DateTime, Duration, NaiveDate, SecondsFormat};
+use chrono::{DateTime, Duration, NaiveDate};
 use lambda_http::{Body, Request, Response, http::StatusCode};
-use serde_json::{Value, json};
+use serde_json::Value;
 
+use crate::api::{
+    AggregatedMetrics, AggregationResponse, DailyMetrics, DailyMetricsResponse, DailyRangeResponse,
+    SummaryResponse, SummaryWindow, day_str, instant_str,
+};
 use crate::auth::{Caller, Scope};
-use crate::domain::rollup::{SummaryWindows, aggregation_json, days_inclusive, window_json};
+use crate::domain::rollup::{Rollup, SummaryWindows, days_inclusive};
 use crate::domain::{parse_day, validate_proxy_id};
 use crate::error::ApiError;
 use crate::http::{
@@ -29,7 +33,7 @@ fn query_day(request: &Request, name: &str) -> Result<NaiveDate, ApiError> {
             "The query parameter '{name}' (YYYY-MM-DD) is required."
         ))
     })?;
-    parse_day(name, &value)
+    Ok(parse_day(name, &value)?)
 }
 
 /// Checks a range's order and the caller's tier limit (both ends inclusive).
@@ -56,10 +60,6 @@ fn check_range(
     Ok(())
 }
 
-fn day_str(day: NaiveDate) -> String {
-    day.format("%Y-%m-%d").to_string()
-}
-
 /// `GET /proxy/metrics/{proxyId}/daily/{date}`
 pub async fn get_daily_metrics(app: &App, request: Request) -> Response<Body> {
     respond(&request, async {
@@ -67,16 +67,18 @@ pub async fn get_daily_metrics(app: &App, request: Request) -> Response<Body> {
         let day = parse_day("date", &path_param(&request, "date")?)?;
         let proxy = owned_proxy(app, &caller, &proxy_id).await?;
         let days = app.store.read_days(&proxy.proxy_id, day, day).await?;
-        let metrics = days.get(&day).cloned().unwrap_or_default().daily_json(
-            day,
-            Some(proxy.registered_at),
-            app.clock.now(),
-        );
+        let empty = Rollup::default();
+        let rollup = days.get(&day).unwrap_or(&empty);
+        let metrics = DailyMetrics::of(rollup, day, Some(proxy.registered_at), app.clock.now());
         success(
             app,
             StatusCode::OK,
             &caller,
-            json!({"proxyId": proxy.proxy_id, "date": day_str(day), "metrics": metrics}),
+            &DailyMetricsResponse {
+                proxy_id: proxy.proxy_id,
+                date: day_str(day),
+                metrics,
+            },
         )
     })
     .await
@@ -184,28 +186,31 @@ pub async fn get_daily_range(app: &App, request: Request) -> Response<Body> {
         let proxy = owned_proxy(app, &caller, &proxy_id).await?;
         let days = app.store.read_days(&proxy.proxy_id, start, end).await?;
         let now = app.clock.now();
-        let empty = Default::default();
-        let metrics: Vec<Value> = days_inclusive(start, end)
+        let empty = Rollup::default();
+        let metrics: Vec<DailyMetrics> = days_inclusive(start, end)
             .map(|day| {
-                days.get(&day)
-                    .unwrap_or(&empty)
-                    .daily_json(day, Some(proxy.registered_at), now)
+                let rollup = days.get(&day).unwrap_or(&empty);
+                DailyMetrics::of(rollup, day, Some(proxy.registered_at), now)
             })
             .collect();
         if format == RangeFormat::Csv {
-            return csv_range(&proxy.proxy_id, start, end, &metrics);
+            let rows: Vec<Value> = metrics
+                .iter()
+                .map(|m| serde_json::to_value(m).unwrap_or_default())
+                .collect();
+            return csv_range(&proxy.proxy_id, start, end, &rows);
         }
         let mut response = success(
             app,
             StatusCode::OK,
             &caller,
-            json!({
-                "proxyId": proxy.proxy_id,
-                "startDate": day_str(start),
-                "endDate": day_str(end),
-                "count": metrics.len(),
-                "metrics": metrics,
-            }),
+            &DailyRangeResponse {
+                proxy_id: proxy.proxy_id,
+                start_date: day_str(start),
+                end_date: day_str(end),
+                count: metrics.len(),
+                metrics,
+            },
         )?;
         response.headers_mut().insert(
             "vary",
@@ -225,7 +230,7 @@ pub async fn get_aggregation(app: &App, request: Request) -> Response<Body> {
         check_range(&caller, start, end, ("periodStart", "periodEnd"))?;
         let proxy = owned_proxy(app, &caller, &proxy_id).await?;
         let days = app.store.read_days(&proxy.proxy_id, start, end).await?;
-        let metrics = aggregation_json(
+        let metrics = AggregatedMetrics::of(
             &days,
             start,
             end,
@@ -236,19 +241,15 @@ pub async fn get_aggregation(app: &App, request: Request) -> Response<Body> {
             app,
             StatusCode::OK,
             &caller,
-            json!({
-                "proxyId": proxy.proxy_id,
-                "periodStart": day_str(start),
-                "periodEnd": day_str(end),
-                "metrics": metrics,
-            }),
+            &AggregationResponse {
+                proxy_id: proxy.proxy_id,
+                period_start: day_str(start),
+                period_end: day_str(end),
+                metrics,
+            },
         )
     })
     .await
-}
-
-fn rfc3339_ms(ms: i64) -> Option<String> {
-    DateTime::from_timestamp_millis(ms).map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true))
 }
 
 /// How far back the summary looks for the latest event and concurrency
@@ -281,19 +282,20 @@ pub async fn get_summary(app: &App, request: Request) -> Response<Body> {
                 latest.merge(&day.stats);
             }
         }
-        let last_event_at = latest.last_event_ms.and_then(rfc3339_ms);
-        let concurrent = latest.latest_concurrent.map(|(_, c)| c);
         success(
             app,
             StatusCode::OK,
             &caller,
-            json!({
-                "proxyId": proxy.proxy_id,
-                "lastHour": window_json(&last_hour),
-                "last24Hours": window_json(&last_24_hours),
-                "concurrentConnections": concurrent,
-                "lastEventAt": last_event_at,
-            }),
+            &SummaryResponse {
+                proxy_id: proxy.proxy_id,
+                last_hour: SummaryWindow::of(&last_hour),
+                last_24_hours: SummaryWindow::of(&last_24_hours),
+                concurrent_connections: latest.latest_concurrent.map(|(_, c)| c),
+                last_event_at: latest
+                    .last_event_ms
+                    .and_then(DateTime::from_timestamp_millis)
+                    .map(instant_str),
+            },
         )
     })
     .await

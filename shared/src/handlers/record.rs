@@ -1,5 +1,5 @@
+use crate::api::{EventOutcome, RecordResponse};
 use lambda_http::{Body, Request, Response, http::StatusCode};
-use serde_json::{Value, json};
 
 use crate::auth::Scope;
 use crate::domain::event::{check_unique_event_ids, parse_record_body, parse_sequence_headers};
@@ -81,33 +81,35 @@ pub async fn record_metrics(app: &App, request: Request) -> Response<Body> {
             .filter(|s| **s == EventStatus::Recorded)
             .count();
         let duplicates = statuses.len() - recorded;
-        let events: Vec<Value> = body
+        let events: Vec<EventOutcome> = body
             .events
             .iter()
             .zip(&statuses)
-            .map(|(e, s)| json!({"eventId": e.event_id, "status": s.as_str()}))
+            .map(|(e, s)| EventOutcome {
+                event_id: e.event_id.clone(),
+                status: s.as_str(),
+            })
             .collect();
-        let mut response = json!({
-            "proxyId": proxy.proxy_id,
-            "recorded": recorded,
-            "duplicates": duplicates,
-            "events": events,
-            "message": if recorded == 0 {
+        let single = body.single.then(|| &body.events[0]);
+        let response = RecordResponse {
+            proxy_id: proxy.proxy_id.clone(),
+            recorded,
+            duplicates,
+            events,
+            message: if recorded == 0 {
                 "All events were already recorded (duplicates)"
             } else {
                 "Metrics recorded successfully"
             },
-        });
-        if body.single {
-            response["eventType"] = json!(body.events[0].event_type.as_str());
-            response["eventId"] = json!(body.events[0].event_id);
-        }
+            event_type: single.map(|e| e.event_type.as_str()),
+            event_id: single.map(|e| e.event_id.clone()),
+        };
         let status = if recorded == 0 {
             StatusCode::OK
         } else {
             StatusCode::CREATED
         };
-        success(app, status, &caller, response)
+        success(app, status, &caller, &response)
     })
     .await
 }

@@ -223,7 +223,7 @@ async fn migrate_day(
             let tier = store
                 .get_proxy(proxy_id)
                 .await?
-                .map_or(crate::auth::Tier::Free, |p| p.tier);
+                .map_or(crate::domain::tier::Tier::Free, |p| p.tier);
             // Buckets too: the summary's last 24 hours may reach into it.
             store
                 .fold_day(

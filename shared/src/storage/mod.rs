@@ -171,6 +171,14 @@ impl Store {
         }
     }
 
+    /// The store of a deployed function: table and client from the
+    /// environment, the system clock. All the scheduled aggregation needs.
+    pub fn from_env() -> Result<Self, crate::config::ConfigError> {
+        let config = crate::config::StoreConfig::from_vars(&crate::config::Vars::from_env())?;
+        let client = config.dynamodb_client()?;
+        Ok(Self::new(client, &config.table_name, Clock::system()))
+    }
+
     /// Capacity used by this store (and its clones) so far.
     pub fn usage(&self) -> Usage {
         self.meter.usage()

@@ -8,7 +8,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use super::keys::{self, s};
 use super::retry::{Failure, cancellations, cancelled, classify, with_retries};
 use super::{Store, get_s};
-use crate::auth::Tier;
+use crate::domain::tier::Tier;
 use crate::error::ApiError;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -20,17 +20,6 @@ pub struct Proxy {
     /// The owner's tier, which sets raw retention (recorded at registration,
     /// updated when the owner uses a user token of another tier).
     pub tier: Tier,
-}
-
-impl Proxy {
-    pub fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "proxyId": self.proxy_id,
-            "name": self.name,
-            "ownerId": self.owner_id,
-            "registeredAt": self.registered_at.to_rfc3339_opts(SecondsFormat::Millis, true),
-        })
-    }
 }
 
 fn proxy_item(proxy: &Proxy) -> HashMap<String, AttributeValue> {

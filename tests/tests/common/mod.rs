@@ -14,8 +14,8 @@ use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
 use chrono::{DateTime, Duration, NaiveDate, NaiveTime, SecondsFormat, Utc};
 use lambda_http::{Body, Request, Response};
 use proxy_metrics::App;
+use proxy_metrics::app::Config;
 use proxy_metrics::clock::Clock;
-use proxy_metrics::config::Config;
 use serde_json::{Value, json};
 
 pub const SECRET: &str = "test-secret-0123456789abcdef";
