@@ -34,3 +34,49 @@ pub fn decode_with<T: serde::de::DeserializeOwned>(
         None => Err(ApiError::Internal("stored body is empty".into())),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::{NaiveDate, TimeZone, Utc};
+
+    use super::*;
+    use crate::domain::event::{Event, EventType};
+    use crate::domain::rollup::Rollup;
+    use crate::domain::sketch::LatencySketch;
+
+    #[test]
+    fn rollups_round_trip_compactly() {
+        let day = NaiveDate::from_ymd_opt(2024, 1, 15).unwrap();
+        let at = |h| Utc.with_ymd_and_hms(2024, 1, 15, h, 0, 0).unwrap();
+        let mut sketch = LatencySketch::new();
+        (0..10_000).for_each(|i| sketch.add(1.0 + f64::from(i).sqrt() * 7.0));
+        let event = Event {
+            event_id: "e1".into(),
+            event_type: EventType::Request,
+            timestamp_ms: at(5).timestamp_millis(),
+            healthy: true,
+            request_count: 10_000,
+            success_count: 10_000,
+            error_count: 0,
+            total_latency_ms: None,
+            min_latency_ms: None,
+            max_latency_ms: None,
+            latency_sketch: Some(sketch),
+            data_transferred_bytes: 0,
+            data_received_bytes: 0,
+            connection_count: 0,
+            concurrent_connections: None,
+            error_message: None,
+        };
+        let rollup = Rollup::of_events(day, &[event]);
+        let bytes = encode_body(&rollup).unwrap();
+        assert!(bytes.len() < 2_000, "rollup is {} bytes", bytes.len());
+        let back: Rollup = decode_body(&bytes).unwrap();
+        assert_eq!(back, rollup);
+        assert_eq!(back.stats.percentile(0.99), rollup.stats.percentile(0.99));
+        assert_eq!(
+            back.uptime_buckets(day, None, at(23)),
+            rollup.uptime_buckets(day, None, at(23))
+        );
+    }
+}
