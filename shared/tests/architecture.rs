@@ -30,7 +30,11 @@ fn sources() -> Vec<(String, String)> {
     files
         .into_iter()
         .map(|p| {
-            let rel = p.strip_prefix(SOURCE_ROOT).unwrap().to_string_lossy().into_owned();
+            let rel = p
+                .strip_prefix(SOURCE_ROOT)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
             (rel, fs::read_to_string(&p).unwrap())
         })
         .collect()
