@@ -239,14 +239,20 @@ fn openapi_documents_exactly_the_dashboard_files_served() {
 }
 
 #[test]
-fn each_export_feature_is_enabled_only_by_the_function_that_serves_it() {
-    // shared/'s optional features keep the other bootstraps free of the
-    // encoders (binary size): feature -> the one function crate enabling it.
-    let expected = [
-        ("csv", "get-daily-range"),
-        ("prometheus", "get-prometheus-metrics"),
-        ("dashboard", "get-dashboard"),
-    ];
+fn each_function_enables_only_the_features_it_needs() {
+    // shared/'s optional features keep each bootstrap free of code it never
+    // runs (binary size, cold start): the aggregation needs none (no HTTP, no
+    // JWT), the API functions `http`, and each export its own encoder.
+    let expected = |name: &str| -> BTreeSet<&str> {
+        match name {
+            "aggregate-metrics" => BTreeSet::new(),
+            "get-daily-range" => BTreeSet::from(["csv"]),
+            "get-prometheus-metrics" => BTreeSet::from(["prometheus"]),
+            "get-dashboard" => BTreeSet::from(["dashboard"]),
+            _ => BTreeSet::from(["http"]),
+        }
+    };
+    let mut seen = 0;
     for entry in std::fs::read_dir(root().join("functions")).unwrap() {
         let manifest = entry.unwrap().path().join("Cargo.toml");
         let doc: toml::Table = std::fs::read_to_string(manifest).unwrap().parse().unwrap();
@@ -258,11 +264,50 @@ fn each_export_feature_is_enabled_only_by_the_function_that_serves_it() {
             .flatten()
             .filter_map(|f| f.as_str())
             .collect();
-        let wanted: BTreeSet<&str> = expected
-            .iter()
-            .filter(|(_, function)| *function == name)
-            .map(|(feature, _)| *feature)
-            .collect();
-        assert_eq!(features, wanted, "features of proxy-metrics in {name}");
+        assert_eq!(
+            features,
+            expected(name),
+            "features of proxy-metrics in {name}"
+        );
+        seen += 1;
     }
+    assert!(seen >= 10, "{seen} function crates");
+}
+
+#[test]
+fn jwt_settings_reach_only_the_functions_that_check_tokens() {
+    const JWT: [&str; 4] = ["JWT_SECRET", "JWT_ISSUER", "JWT_AUDIENCE", "JWT_JWKS_URL"];
+    let doc = yaml("infra/template.yaml");
+    let global = &doc["Globals"]["Function"]["Environment"]["Variables"];
+    for name in JWT {
+        assert!(
+            global.get(name).is_none(),
+            "{name} is global in the template"
+        );
+    }
+    let mut checked = 0;
+    for (_, resource) in doc["Resources"].as_mapping().unwrap() {
+        if resource["Type"].as_str() != Some("AWS::Serverless::Function") {
+            continue;
+        }
+        let binary = resource["Metadata"]["BuildProperties"]["Binary"]
+            .as_str()
+            .unwrap();
+        // A function checks tokens when it builds the App (the authenticator).
+        let main = std::fs::read_to_string(root().join(format!("functions/{binary}/src/main.rs")))
+            .unwrap();
+        let checks_tokens = main.contains("App::from_env");
+        let vars = &resource["Properties"]["Environment"]["Variables"];
+        let given: Vec<&str> = JWT.into_iter().filter(|n| vars.get(n).is_some()).collect();
+        if checks_tokens {
+            assert_eq!(given, JWT, "{binary} checks tokens");
+        } else {
+            assert!(
+                given.is_empty(),
+                "{binary} checks no token but gets {given:?}"
+            );
+        }
+        checked += 1;
+    }
+    assert!(checked >= 10, "{checked} functions");
 }

@@ -29,6 +29,8 @@ const TABLE_NAME: &str = "proxy-metrics";
 /// The documented local default; never use it in a deployment.
 const DEFAULT_JWT_SECRET: &str = "local-dev-secret-change-me";
 const AGGREGATE_FUNCTION: &str = "aggregate-metrics";
+/// Functions that check no token get no JWT settings (as in the template).
+const TOKENLESS_FUNCTIONS: &[&str] = &[AGGREGATE_FUNCTION, "get-dashboard"];
 /// Settings passed through to the functions unchanged when set.
 const PASSED_THROUGH: &[&str] = &[
     "JWT_SECRET",
@@ -279,7 +281,14 @@ impl FunctionPool {
             .env("AWS_LAMBDA_FUNCTION_NAME", function)
             .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
             .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .envs(
+                self.env
+                    .iter()
+                    .filter(|(k, _)| {
+                        !(TOKENLESS_FUNCTIONS.contains(&function) && k.starts_with("JWT_"))
+                    })
+                    .map(|(k, v)| (k, v)),
+            )
             .stdin(Stdio::null())
             .process_group(self.group)
             .kill_on_drop(true);
