@@ -117,7 +117,7 @@ async fn recording_and_aggregating_under_random_faults_end_exact() {
             let body = batch(&format!("{p}-{round}"), 15);
             // a client retries until acknowledged, with the same ids
             loop {
-                let (s, b, _) = record_via(&app, &t, p, body.clone()).await;
+                let (s, b, _) = send_record(&app, record_req(&t, p).json(body.clone())).await;
                 assert!(s == 200 || s == 201 || s == 503, "{s} {b}");
                 if s != 503 {
                     break;

@@ -30,16 +30,13 @@ fn full_events(n: usize, tag: &str) -> Vec<Value> {
 
 async fn record(h: &Harness, token: &str, sequence: Option<u64>, events: Vec<Value>) -> Usage {
     let before = h.app.store.usage();
-    let mut req = Req::new("POST", "/proxy/metrics/{proxyId}/record")
-        .param("proxyId", "edge")
-        .bearer(token)
-        .json(json!({ "events": events }));
+    let mut req = record_req(token, "edge").json(json!({ "events": events }));
     if let Some(s) = sequence {
         req = req
             .header("Producer-Id", "boot-1")
             .header("Producer-Sequence", &s.to_string());
     }
-    let (s, b, _) = parts(proxy_metrics::handlers::record_metrics(&h.app, req.build()).await);
+    let (s, b, _) = send_record(&h.app, req).await;
     assert_eq!(s, 201, "{b}");
     h.app.store.usage() - before
 }

@@ -60,7 +60,7 @@ async fn rig(seed: u64) -> Rig {
 
 impl Rig {
     async fn record(&self, body: Value) -> (u16, Value, HashMap<String, String>) {
-        record_via(&self.app, &self.token, PROXY, body).await
+        send_record(&self.app, record_req(&self.token, PROXY).json(body)).await
     }
 
     async fn day(&self, day: &str) -> Value {

@@ -113,7 +113,11 @@ async fn a_permanent_storage_failure_is_a_500_at_once_not_a_503() {
         FaultConfig::always(Fault::Cancelled("ValidationError")).only(&["TransactWriteItems"]),
     );
     let started = std::time::Instant::now();
-    let (s, b, headers) = record_via(&app, &t, "edge", json!({"eventType": "request"})).await;
+    let (s, b, headers) = send_record(
+        &app,
+        record_req(&t, "edge").json(json!({"eventType": "request"})),
+    )
+    .await;
     assert_error(s, &b, 500, "INTERNAL_SERVER_ERROR");
     assert_eq!(b["requestId"], "test-request-id");
     assert!(!headers.contains_key("retry-after"));
@@ -128,7 +132,11 @@ async fn a_permanent_storage_failure_is_a_500_at_once_not_a_503() {
         FaultConfig::scripted(&[Fault::Cancelled("TransactionConflict")])
             .only(&["TransactWriteItems"]),
     );
-    let (s, b, _) = record_via(&app, &t, "edge", json!({"eventType": "request"})).await;
+    let (s, b, _) = send_record(
+        &app,
+        record_req(&t, "edge").json(json!({"eventType": "request"})),
+    )
+    .await;
     assert_eq!(s, 201, "{b}");
 }
 
@@ -198,7 +206,7 @@ async fn a_proxy_recording_past_its_limit_gets_429_before_any_storage_call() {
         assert_eq!(h.record(&t, "noisy", one()).await.0, 201);
     }
     let before = h.app.store.usage();
-    let (s, b, headers) = record_via(&h.app, &t, "noisy", one()).await;
+    let (s, b, headers) = send_record(&h.app, record_req(&t, "noisy").json(one())).await;
     assert_error(s, &b, 429, "RATE_LIMITED");
     assert_eq!(headers.get("retry-after").map(String::as_str), Some("1"));
     assert_eq!(

@@ -30,17 +30,14 @@ async fn send(
     sequence: Option<&str>,
     body: Value,
 ) -> (u16, Value, std::collections::HashMap<String, String>) {
-    let mut req = Req::new("POST", "/proxy/metrics/{proxyId}/record")
-        .param("proxyId", proxy)
-        .bearer(token)
-        .json(body);
+    let mut req = record_req(token, proxy).json(body);
     if let Some(p) = producer {
         req = req.header("Producer-Id", p);
     }
     if let Some(s) = sequence {
         req = req.header("Producer-Sequence", s);
     }
-    parts(proxy_metrics::handlers::record_metrics(app, req.build()).await)
+    send_record(app, req).await
 }
 
 async fn requests_today(h: &Harness, token: &str, proxy: &str) -> u64 {

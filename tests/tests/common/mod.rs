@@ -3,7 +3,9 @@
 //! API Gateway v2-shaped requests for the handlers.
 #![allow(dead_code)]
 
+pub mod auth;
 pub mod fault_proxy;
+pub mod record;
 pub mod stack;
 
 use std::collections::HashMap;
@@ -313,12 +315,7 @@ impl Harness {
     }
 
     pub async fn record(&self, token: &str, proxy_id: &str, body: Value) -> (u16, Value) {
-        let req = Req::new("POST", "/proxy/metrics/{proxyId}/record")
-            .param("proxyId", proxy_id)
-            .bearer(token)
-            .json(body)
-            .build();
-        let (s, b, _) = parts(proxy_metrics::handlers::record_metrics(&self.app, req).await);
+        let (s, b, _) = send_record(&self.app, record_req(token, proxy_id).json(body)).await;
         (s, b)
     }
 
@@ -342,18 +339,17 @@ pub fn now_rfc3339() -> String {
     iso(now())
 }
 
-/// Records through any `App` (e.g. one whose client goes through a fault
-/// proxy): status, body and headers of the handler's response.
-pub async fn record_via(
-    app: &App,
-    token: &str,
-    proxy_id: &str,
-    body: Value,
-) -> (u16, Value, HashMap<String, String>) {
-    let req = Req::new("POST", "/proxy/metrics/{proxyId}/record")
+/// The one way tests build a record request (`POST
+/// /proxy/metrics/{proxyId}/record`): add headers and a body, then
+/// [`send_record`].
+pub fn record_req(token: &str, proxy_id: &str) -> Req {
+    Req::new("POST", "/proxy/metrics/{proxyId}/record")
         .param("proxyId", proxy_id)
         .bearer(token)
-        .json(body)
-        .build();
-    parts(proxy_metrics::handlers::record_metrics(app, req).await)
+}
+
+/// Sends a record request to any `App` (e.g. one whose client goes through
+/// a fault proxy): status, body and headers of the handler's response.
+pub async fn send_record(app: &App, req: Req) -> (u16, Value, HashMap<String, String>) {
+    parts(proxy_metrics::handlers::record_metrics(app, req.build()).await)
 }

@@ -6,7 +6,7 @@
 //! cargo run --release -p integration-tests --example bench_cost
 //! ```
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../../../tests/tests/common/mod.rs"]
 mod common;
 
 use std::time::Instant;

@@ -7,7 +7,7 @@
 //! PORT=8471 OUT_DIR=target/coldstart cargo run --release -p integration-tests --example coldstart_fixture
 //! ```
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../../../tests/tests/common/mod.rs"]
 mod common;
 
 use common::{Harness, Req, day_str, iso, now, parts, token};

@@ -3,7 +3,7 @@
 //! Measures the pure fold (events/s), one run over 1,000 proxies × 1 day end to
 //! end, and an idle run over the same table.
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../../../tests/tests/common/mod.rs"]
 mod common;
 
 use std::time::Instant;
@@ -11,10 +11,10 @@ use std::time::Instant;
 use chrono::Duration;
 use common::*;
 use proxy_metrics::aggregate;
-use proxy_metrics::auth::Tier;
 use proxy_metrics::domain::event::{Event, EventType};
 use proxy_metrics::domain::rollup::Rollup;
 use proxy_metrics::domain::sketch::LatencySketch;
+use proxy_metrics::domain::tier::Tier;
 
 const PROXIES: usize = 1_000;
 const EVENTS_PER_PROXY: usize = 20;

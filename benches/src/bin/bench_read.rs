@@ -3,7 +3,7 @@
 //! Prints a markdown table: 366-day range and aggregation latency (materialised
 //! and not), rollup bytes per day, percentile error on 1,000,000 samples.
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../../../tests/tests/common/mod.rs"]
 mod common;
 
 use std::time::Instant;
@@ -13,7 +13,7 @@ use common::*;
 use proxy_metrics::domain::event::{Event, EventType};
 use proxy_metrics::domain::rollup::Rollup;
 use proxy_metrics::domain::sketch::LatencySketch;
-use proxy_metrics::{aggregate, auth::Tier, handlers};
+use proxy_metrics::{aggregate, domain::tier::Tier, handlers};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 

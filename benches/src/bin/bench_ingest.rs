@@ -16,7 +16,7 @@
 //!
 //! Settings: `BENCH_SCALE` multiplies the event counts (default 1).
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../../../tests/tests/common/mod.rs"]
 mod common;
 
 use std::sync::Arc;
@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 
 use chrono::SecondsFormat;
 use common::{Harness, Req, parts, user_token};
-use proxy_metrics::auth::Tier;
 use proxy_metrics::domain::event::{parse_event, parse_record_body};
+use proxy_metrics::domain::tier::Tier;
 use proxy_metrics::handlers;
 use proxy_metrics::storage::EventStatus;
 use serde_json::{Value, json};

@@ -9,7 +9,7 @@
 //! 500-event record (100 samples per event) and a 366-day aggregation.
 //! The reads run first, against materialised days; the writes last.
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../../../tests/tests/common/mod.rs"]
 mod common;
 
 use std::path::PathBuf;
@@ -22,9 +22,9 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::routing::{get, post};
 use chrono::Utc;
 use common::*;
-use proxy_metrics::auth::Tier;
 use proxy_metrics::domain::event::{Event, EventType};
 use proxy_metrics::domain::sketch::LatencySketch;
+use proxy_metrics::domain::tier::Tier;
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 

@@ -1,0 +1,103 @@
+//! What the record tests share: a registered proxy, valid events, and
+//! readers of the response and of the day.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Duration, SecondsFormat, Utc};
+use serde_json::{Value, json};
+
+use super::*;
+
+pub const PROXY: &str = "edge-1";
+pub const TWO_POW_53: u64 = 1 << 53;
+
+pub struct Ctx {
+    pub h: Harness,
+    pub token: String,
+}
+
+pub async fn setup() -> Ctx {
+    let h = Harness::start().await;
+    let token = user_token("alice");
+    let (status, body) = h.register(&token, PROXY).await;
+    assert_eq!(status, 201, "{body}");
+    Ctx { h, token }
+}
+
+impl Ctx {
+    /// A record request for the proxy, authenticated, without a body yet.
+    pub fn req(&self) -> Req {
+        record_req(&self.token, PROXY)
+    }
+
+    pub async fn send(&self, req: Req) -> (u16, Value, HashMap<String, String>) {
+        send_record(&self.h.app, req).await
+    }
+
+    pub async fn record(&self, body: Value) -> (u16, Value) {
+        self.h.record(&self.token, PROXY, body).await
+    }
+
+    /// The daily metrics object of `day`.
+    pub async fn day(&self, day: &str) -> Value {
+        let (status, body) = self.h.daily(&self.token, PROXY, day).await;
+        assert_eq!(status, 200, "{body}");
+        body["metrics"].clone()
+    }
+}
+
+pub fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+pub fn day_of(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%d").to_string()
+}
+
+/// An instant safely inside the accepted window, and its day.
+pub fn recent() -> (DateTime<Utc>, String) {
+    let t = now() - Duration::minutes(1);
+    (t, day_of(t))
+}
+
+/// A valid event: `rc` requests, a tenth of them errors, 100 bytes each.
+pub fn ev(id: &str, ts: &str, rc: u64) -> Value {
+    json!({"eventType": "request", "eventId": id, "timestamp": ts,
+           "metrics": {"requestCount": rc, "successCount": rc - rc / 10, "errorCount": rc / 10,
+                       "dataTransferredBytes": rc * 100}})
+}
+
+/// `v` with the dotted `path` set to `new` (or removed when `None`).
+pub fn with(mut v: Value, path: &str, new: Option<Value>) -> Value {
+    let mut keys: Vec<&str> = path.split('.').collect();
+    let last = keys.pop().unwrap();
+    let mut cur = &mut v;
+    for k in keys {
+        cur = cur.get_mut(k).unwrap();
+    }
+    let object = cur.as_object_mut().unwrap();
+    match new {
+        Some(n) => object.insert(last.to_string(), n),
+        None => object.remove(last),
+    };
+    v
+}
+
+pub fn message(body: &Value) -> &str {
+    body["message"].as_str().unwrap_or_default()
+}
+
+pub fn statuses(body: &Value) -> Vec<&str> {
+    body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["status"].as_str().unwrap())
+        .collect()
+}
+
+pub fn assert_empty_day(m: &Value) {
+    assert_eq!(m["eventCount"], 0, "{m}");
+    assert_eq!(m["requestCount"], 0, "{m}");
+    assert_eq!(m["dataTransferredBytes"], 0, "{m}");
+}
