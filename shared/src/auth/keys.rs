@@ -17,7 +17,7 @@ pub enum KeySource {
     /// RS256/ES256 against a JWKS given inline (`JWT_JWKS`), parsed at start-up.
     Jwks(Arc<KeySet>),
     /// RS256/ES256 against a JWKS fetched from `JWT_JWKS_URL` (on first use,
-    /// then cached; see `auth.rs`).
+    /// then cached; see `remote_jwks.rs`).
     JwksUrl(String),
 }
 
