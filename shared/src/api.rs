@@ -49,6 +49,33 @@ pub struct TopError {
     pub count: u64,
 }
 
+/// The success rate and latency figures a day and a period share.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LatencyFigures {
+    pub success_rate: Option<f64>,
+    pub average_latency_ms: Option<f64>,
+    pub min_latency_ms: Option<f64>,
+    pub max_latency_ms: Option<f64>,
+    pub p50_latency_ms: Option<f64>,
+    pub p95_latency_ms: Option<f64>,
+    pub p99_latency_ms: Option<f64>,
+}
+
+impl LatencyFigures {
+    pub fn of(stats: &Stats) -> Self {
+        Self {
+            success_rate: stats.success_rate(),
+            average_latency_ms: stats.average_latency_ms(),
+            min_latency_ms: stats.min_latency_ms,
+            max_latency_ms: stats.max_latency_ms,
+            p50_latency_ms: stats.percentile(0.50),
+            p95_latency_ms: stats.percentile(0.95),
+            p99_latency_ms: stats.percentile(0.99),
+        }
+    }
+}
+
 /// One UTC day (contract: "Daily metrics object").
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -58,13 +85,9 @@ pub struct DailyMetrics {
     pub request_count: u64,
     pub success_count: u64,
     pub error_count: u64,
-    pub success_rate: Option<f64>,
-    pub average_latency_ms: Option<f64>,
-    pub min_latency_ms: Option<f64>,
-    pub max_latency_ms: Option<f64>,
-    pub p50_latency_ms: Option<f64>,
-    pub p95_latency_ms: Option<f64>,
-    pub p99_latency_ms: Option<f64>,
+    /// `successRate` to `p99LatencyMs`, in the contract's order.
+    #[serde(flatten)]
+    pub latency: LatencyFigures,
     pub data_transferred_bytes: u64,
     pub data_received_bytes: u64,
     pub connection_count: u64,
@@ -88,13 +111,7 @@ impl DailyMetrics {
             request_count: s.request_count,
             success_count: s.success_count,
             error_count: s.error_count,
-            success_rate: s.success_rate(),
-            average_latency_ms: s.average_latency_ms(),
-            min_latency_ms: s.min_latency_ms,
-            max_latency_ms: s.max_latency_ms,
-            p50_latency_ms: s.percentile(0.50),
-            p95_latency_ms: s.percentile(0.95),
-            p99_latency_ms: s.percentile(0.99),
+            latency: LatencyFigures::of(s),
             data_transferred_bytes: s.data_transferred_bytes,
             data_received_bytes: s.data_received_bytes,
             connection_count: s.connection_count,
@@ -122,13 +139,9 @@ pub struct AggregatedMetrics {
     pub total_request_count: u64,
     pub total_success_count: u64,
     pub total_error_count: u64,
-    pub success_rate: Option<f64>,
-    pub average_latency_ms: Option<f64>,
-    pub min_latency_ms: Option<f64>,
-    pub max_latency_ms: Option<f64>,
-    pub p50_latency_ms: Option<f64>,
-    pub p95_latency_ms: Option<f64>,
-    pub p99_latency_ms: Option<f64>,
+    /// `successRate` to `p99LatencyMs`, in the contract's order.
+    #[serde(flatten)]
+    pub latency: LatencyFigures,
     pub total_data_transferred_bytes: u64,
     pub total_data_received_bytes: u64,
     pub total_connection_count: u64,
@@ -166,13 +179,7 @@ impl AggregatedMetrics {
             total_request_count: total.request_count,
             total_success_count: total.success_count,
             total_error_count: total.error_count,
-            success_rate: total.success_rate(),
-            average_latency_ms: total.average_latency_ms(),
-            min_latency_ms: total.min_latency_ms,
-            max_latency_ms: total.max_latency_ms,
-            p50_latency_ms: total.percentile(0.50),
-            p95_latency_ms: total.percentile(0.95),
-            p99_latency_ms: total.percentile(0.99),
+            latency: LatencyFigures::of(&total),
             total_data_transferred_bytes: total.data_transferred_bytes,
             total_data_received_bytes: total.data_received_bytes,
             total_connection_count: total.connection_count,

@@ -310,20 +310,7 @@ impl Store {
         key: keys::Key,
         operation: &str,
     ) -> Result<Option<Versioned<T>>, ApiError> {
-        let output = with_retries(|| async {
-            self.client
-                .get_item()
-                .table_name(&self.table)
-                .set_key(Some(key.clone()))
-                .consistent_read(true)
-                .return_consumed_capacity(ReturnConsumedCapacity::Total)
-                .send()
-                .await
-                .map_err(|e| classify(operation, e))
-        })
-        .await?;
-        self.meter.read(output.consumed_capacity());
-        let Some(item) = output.item else {
+        let Some(item) = self.get_item(key, operation).await? else {
             return Ok(None);
         };
         let body = get_blob(&item, "body")

@@ -260,19 +260,10 @@ async fn migrate_day(
 
 impl Store {
     async fn v1_rollup(&self, proxy_id: &str, day: NaiveDate) -> Result<Option<Rollup>, ApiError> {
-        let key = keys::v1::rollup(proxy_id, day);
-        let output = with_retries(|| async {
-            self.client
-                .get_item()
-                .table_name(&self.table)
-                .set_key(Some(key.clone()))
-                .consistent_read(true)
-                .send()
-                .await
-                .map_err(|e| classify("read v1 rollup", e))
-        })
-        .await?;
-        match output.item.as_ref().and_then(|i| get_blob(i, "body")) {
+        let item = self
+            .get_item(keys::v1::rollup(proxy_id, day), "read v1 rollup")
+            .await?;
+        match item.as_ref().and_then(|i| get_blob(i, "body")) {
             Some(body) => Ok(Some(decode_with::<V1Rollup>(FORMAT_V1, body)?.into())),
             None => Ok(None),
         }

@@ -37,7 +37,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::{AttributeValue, ConsumedCapacity, ReturnConsumedCapacity};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, ConsumedCapacity, Put, ReturnConsumedCapacity, TransactWriteItem,
+};
 
 use crate::clock::Clock;
 use crate::error::ApiError;
@@ -195,6 +197,74 @@ impl Store {
     /// The clock the store (and the aggregation) reads "now" from.
     pub fn clock(&self) -> &Clock {
         &self.clock
+    }
+
+    /// A transaction action that puts `item` only if no item has its key:
+    /// the action is cancelled (`ConditionalCheckFailed`) if one does.
+    fn put_if_absent(
+        &self,
+        item: HashMap<String, AttributeValue>,
+        what: &str,
+    ) -> Result<TransactWriteItem, ApiError> {
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .build()
+            .map_err(|e| ApiError::Internal(format!("building the {what} put: {e}")))?;
+        Ok(TransactWriteItem::builder().put(put).build())
+    }
+
+    /// One TransactWriteItems; its write units on success.
+    async fn transact(
+        &self,
+        actions: &[TransactWriteItem],
+        token: &str,
+    ) -> Result<
+        f64,
+        aws_sdk_dynamodb::error::SdkError<
+            aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError,
+            aws_sdk_dynamodb::config::http::HttpResponse,
+        >,
+    > {
+        let out = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(actions.to_vec()))
+            .client_request_token(token)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .await?;
+        let units = out
+            .consumed_capacity()
+            .iter()
+            .filter_map(|c| c.capacity_units())
+            .sum();
+        self.meter.write_units(units);
+        Ok(units)
+    }
+
+    /// One item, read strongly consistently (what was written is visible at
+    /// once), with retries, its read units metered.
+    async fn get_item(
+        &self,
+        key: keys::Key,
+        operation: &str,
+    ) -> Result<Option<HashMap<String, AttributeValue>>, ApiError> {
+        let output = retry::with_retries(|| async {
+            self.client
+                .get_item()
+                .table_name(&self.table)
+                .set_key(Some(key.clone()))
+                .consistent_read(true)
+                .return_consumed_capacity(ReturnConsumedCapacity::Total)
+                .send()
+                .await
+                .map_err(|e| retry::classify(operation, e))
+        })
+        .await?;
+        self.meter.read(output.consumed_capacity());
+        Ok(output.item)
     }
 
     /// All items of one partition (optionally an inclusive sort-key range), strongly consistent.

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnConsumedCapacity, TransactWriteItem};
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity};
 use chrono::{DateTime, SecondsFormat, Utc};
 
 use super::keys::{self, s};
@@ -60,36 +60,14 @@ impl Store {
         let item = proxy_item(proxy);
         let mut index = item.clone();
         index.extend(keys::owner_entry(&proxy.owner_id, &proxy.proxy_id));
-        let put = |item: HashMap<String, AttributeValue>| -> Result<TransactWriteItem, ApiError> {
-            let put = Put::builder()
-                .table_name(&self.table)
-                .set_item(Some(item))
-                .condition_expression("attribute_not_exists(pk)")
-                .build()
-                .map_err(|e| ApiError::Internal(format!("building put: {e}")))?;
-            Ok(TransactWriteItem::builder().put(put).build())
-        };
-        let actions = vec![put(item)?, put(index)?];
+        let actions = vec![
+            self.put_if_absent(item, "proxy")?,
+            self.put_if_absent(index, "owner index")?,
+        ];
         let token = uuid::Uuid::new_v4().to_string();
         with_retries(|| async {
-            match self
-                .client
-                .transact_write_items()
-                .set_transact_items(Some(actions.clone()))
-                .client_request_token(&token)
-                .return_consumed_capacity(ReturnConsumedCapacity::Total)
-                .send()
-                .await
-            {
-                Ok(out) => {
-                    let units = out
-                        .consumed_capacity()
-                        .iter()
-                        .filter_map(|c| c.capacity_units())
-                        .sum();
-                    self.meter.write_units(units);
-                    Ok(())
-                }
+            match self.transact(&actions, &token).await {
+                Ok(_) => Ok(()),
                 Err(err) => match cancellations(&err) {
                     Some(reasons) if reasons.iter().any(|r| r.condition_failed()) => {
                         Err(Failure::Fatal(ApiError::Conflict(format!(
@@ -107,20 +85,8 @@ impl Store {
 
     /// The proxy, read strongly consistently (a registration is visible at once).
     pub async fn get_proxy(&self, proxy_id: &str) -> Result<Option<Proxy>, ApiError> {
-        let output = with_retries(|| async {
-            self.client
-                .get_item()
-                .table_name(&self.table)
-                .set_key(Some(keys::proxy(proxy_id)))
-                .consistent_read(true)
-                .return_consumed_capacity(ReturnConsumedCapacity::Total)
-                .send()
-                .await
-                .map_err(|e| classify("get proxy", e))
-        })
-        .await?;
-        self.meter.read(output.consumed_capacity());
-        Ok(output.item.as_ref().and_then(proxy_from_item))
+        let item = self.get_item(keys::proxy(proxy_id), "get proxy").await?;
+        Ok(item.as_ref().and_then(proxy_from_item))
     }
 
     /// The owner's proxies, ordered by id (the owner's partition holds only

@@ -17,8 +17,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, Put, ReturnConsumedCapacity, ReturnValuesOnConditionCheckFailure,
-    TransactWriteItem, Update,
+    AttributeValue, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
 };
 use chrono::{DateTime, NaiveDate, Utc};
 
@@ -156,19 +155,10 @@ impl Store {
         proxy_id: &str,
         producer_id: &str,
     ) -> Result<Option<u64>, ApiError> {
-        let key = keys::producer(proxy_id, producer_id);
-        let output = super::retry::with_retries(|| async {
-            self.client
-                .get_item()
-                .table_name(&self.table)
-                .set_key(Some(key.clone()))
-                .consistent_read(true)
-                .send()
-                .await
-                .map_err(|e| classify("read producer", e))
-        })
-        .await?;
-        Ok(output.item.as_ref().and_then(|i| get_n(i, "seq")))
+        let item = self
+            .get_item(keys::producer(proxy_id, producer_id), "read producer")
+            .await?;
+        Ok(item.as_ref().and_then(|i| get_n(i, "seq")))
     }
 
     fn producer_update(
@@ -302,13 +292,7 @@ impl Store {
         for &i in members {
             let mut item = keys::event_id(to.proxy_id, &events[i].event_id);
             item.insert(EXPIRES_AT.into(), n(expires));
-            let put = Put::builder()
-                .table_name(&self.table)
-                .set_item(Some(item))
-                .condition_expression("attribute_not_exists(pk)")
-                .build()
-                .map_err(|e| ApiError::Internal(format!("building marker put: {e}")))?;
-            actions.push(TransactWriteItem::builder().put(put).build());
+            actions.push(self.put_if_absent(item, "event id marker")?);
         }
         actions.extend(self.chunk_puts(to, members.iter().map(|&i| &events[i]), now)?);
         Ok(actions)
@@ -341,35 +325,6 @@ impl Store {
             puts.push(TransactWriteItem::builder().put(put).build());
         }
         Ok(puts)
-    }
-
-    /// One TransactWriteItems; its write units on success.
-    async fn transact(
-        &self,
-        actions: &[TransactWriteItem],
-        token: &str,
-    ) -> Result<
-        f64,
-        aws_sdk_dynamodb::error::SdkError<
-            aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError,
-            aws_sdk_dynamodb::config::http::HttpResponse,
-        >,
-    > {
-        let out = self
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(actions.to_vec()))
-            .client_request_token(token)
-            .return_consumed_capacity(ReturnConsumedCapacity::Total)
-            .send()
-            .await?;
-        let units = out
-            .consumed_capacity()
-            .iter()
-            .filter_map(|c| c.capacity_units())
-            .sum();
-        self.meter.write_units(units);
-        Ok(units)
     }
 }
 
