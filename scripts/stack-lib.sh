@@ -13,12 +13,19 @@ start_stack() {
     AGGREGATION_INTERVAL_SECONDS=0 target/debug/local-stack >"$STACK_LOG" 2>&1 &
   STACK_PID=$!
   trap stop_stack EXIT
-  echo "waiting for the local stack on port $STACK_API_PORT (functions compile on first request)..."
-  python3 - "$STACK_API_PORT" "$STACK_LOG" <<'PY'
+  echo "waiting for the local stack on port $STACK_API_PORT..."
+  python3 - "$STACK_API_PORT" "$STACK_LOG" "$STACK_PID" <<'PY'
 import sys, time, urllib.request, urllib.error
-port, log = sys.argv[1], sys.argv[2]
-deadline = time.time() + 900
+port, log, pid = sys.argv[1], sys.argv[2], int(sys.argv[3])
+deadline = time.time() + 300
 while time.time() < deadline:
+    try:  # the stack exited (gone, or a zombie its shell has not reaped)?
+        state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        state = "gone"
+    if state in ("Z", "X", "gone"):
+        print(open(log).read()[-5000:])
+        sys.exit("the local stack exited before it answered")
     try:
         urllib.request.urlopen(f"http://127.0.0.1:{port}/proxies", timeout=300)
     except urllib.error.HTTPError as e:

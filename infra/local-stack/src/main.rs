@@ -80,7 +80,12 @@ async fn run() -> Result<(), String> {
     let jwt_secret = env_or("JWT_SECRET", DEFAULT_JWT_SECRET);
 
     let functions = functions(&root)?;
-    let binaries = root.join("target/debug");
+    // The functions are built beside this binary (same profile, same target
+    // directory, wherever CARGO_TARGET_DIR puts it).
+    let binaries = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(PathBuf::from))
+        .unwrap_or_else(|| root.join("target/debug"));
     let missing: Vec<&String> = functions
         .iter()
         .filter(|f| !binaries.join(f).is_file())
