@@ -39,8 +39,9 @@ fn main() {
         "aws-config" => {
             let runtime = runtime();
             runtime.block_on(async {
-                let config =
-                    aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await;
+                let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+                    .load()
+                    .await;
                 let client = aws_sdk_dynamodb::Client::new(&config);
                 format!("{:?}", client.config().region())
             })
