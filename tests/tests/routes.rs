@@ -311,3 +311,21 @@ fn jwt_settings_reach_only_the_functions_that_check_tokens() {
     }
     assert!(checked >= 10, "{checked} functions");
 }
+
+/// Every function runs on a current-thread tokio runtime: a Lambda handles
+/// one request at a time, the second thread's start-up is cold-start time,
+/// and under the local watcher a multi-threaded function intermittently lost
+/// responses over 8 KB (e2e: `large_responses_arrive_whole_every_time`).
+#[test]
+fn every_function_runs_on_a_current_thread_runtime() {
+    let crates = function_crates();
+    assert!(crates.len() >= 10, "{crates:?}");
+    for name in crates {
+        let main =
+            std::fs::read_to_string(root().join(format!("functions/{name}/src/main.rs"))).unwrap();
+        assert!(
+            main.contains("#[tokio::main(flavor = \"current_thread\")]"),
+            "functions/{name}/src/main.rs does not start a current-thread runtime"
+        );
+    }
+}

@@ -6,7 +6,7 @@
 use lambda_http::{Error, Request, run, service_fn, tracing};
 use proxy_metrics::handlers::get_dashboard;
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     tracing::init_default_subscriber();
     run(service_fn(|request: Request| async move {

@@ -5,7 +5,7 @@
 use lambda_http::{Error, Request, run, service_fn, tracing};
 use proxy_metrics::{App, handlers::get_prometheus_metrics};
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     tracing::init_default_subscriber();
     let app = App::from_env().inspect_err(|e| tracing::error!("{e}"))?;
