@@ -5,28 +5,11 @@
 
 mod common;
 
+use common::record::full_events;
 use common::*;
 use proxy_metrics::aggregate;
 use proxy_metrics::storage::Usage;
 use serde_json::{Value, json};
-
-/// `n` events with every metric field set and 3 latency samples each, one
-/// every 10 seconds up to now (a proxy reporting every 10 s).
-fn full_events(n: usize, tag: &str) -> Vec<Value> {
-    (0..n)
-        .map(|i| {
-            let at = now() - chrono::Duration::seconds(10 * (n - 1 - i) as i64);
-            json!({"eventType": "request", "eventId": format!("{tag}-{i}"), "timestamp": iso(at),
-                   "healthy": true,
-                   "metrics": {"requestCount": 100, "successCount": 95, "errorCount": 5,
-                               "totalLatencyMs": 5000, "minLatencyMs": 10, "maxLatencyMs": 500,
-                               "latencySamplesMs": [12.5 + (i % 50) as f64, 48.0, 51.2 + (i % 7) as f64],
-                               "dataTransferredBytes": 123456, "dataReceivedBytes": 654321,
-                               "connectionCount": 12, "concurrentConnections": 7,
-                               "errorMessage": "upstream timeout"}})
-        })
-        .collect()
-}
 
 async fn record(h: &Harness, token: &str, sequence: Option<u64>, events: Vec<Value>) -> Usage {
     let before = h.app.store.usage();
@@ -52,7 +35,7 @@ async fn a_recorded_event_costs_at_most_one_write_unit_when_sequenced() {
             &h,
             &t,
             Some(sequence),
-            full_events(n, &format!("s{sequence}")),
+            full_events(n, &format!("s{sequence}"), now()),
         )
         .await;
         let per_event = used.write_units / n as f64;
@@ -74,7 +57,7 @@ async fn unsequenced_events_pay_for_their_id_markers_only() {
     let t = user_token("alice");
     h.register(&t, "edge").await;
     for (n, limit) in [(1, 4.0), (6, 2.5), (100, 2.2)] {
-        let used = record(&h, &t, None, full_events(n, &format!("u{n}"))).await;
+        let used = record(&h, &t, None, full_events(n, &format!("u{n}"), now())).await;
         let per_event = used.write_units / n as f64;
         println!("unsequenced | {n} | {} | {per_event:.3}", used.write_units);
         assert!(
@@ -128,7 +111,7 @@ async fn reads_take_two_queries_and_do_not_grow_with_a_days_events() {
                 &h,
                 &t,
                 Some(round * 10 + b),
-                full_events(60, &format!("r{round}-{b}")),
+                full_events(60, &format!("r{round}-{b}"), now()),
             )
             .await;
         }
@@ -178,7 +161,7 @@ async fn an_idle_run_reads_nothing_and_a_run_reads_what_is_new() {
                 &h,
                 &t,
                 Some(sequence),
-                full_events(6, &format!("{round}-{b}")),
+                full_events(6, &format!("{round}-{b}"), now()),
             )
             .await;
             sequence += 1;

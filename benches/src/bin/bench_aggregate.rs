@@ -92,18 +92,8 @@ async fn main() {
         let evs: Vec<Event> = (0..EVENTS_PER_PROXY)
             .map(|i| event(p * 1000 + i, day_start, 10))
             .collect();
-        h.app
-            .store
-            .record_events(
-                proxy_metrics::storage::Destination {
-                    proxy_id: &format!("proxy-{p}"),
-                    retention_days: Tier::Pro.raw_retention_days(),
-                },
-                &evs,
-                proxy_metrics::clock::Clock::system().now(),
-            )
-            .await
-            .unwrap();
+        h.store_events(&format!("proxy-{p}"), Tier::Pro, &evs, evs.len())
+            .await;
     }
     let load_secs = t.elapsed().as_secs_f64();
     let t = Instant::now();

@@ -12,6 +12,7 @@ mod common;
 use std::time::Instant;
 
 use chrono::Duration;
+use common::record::full_events;
 use common::{Harness, Req, day_str, iso, now, parts, token};
 use proxy_metrics::aggregate;
 use proxy_metrics::storage::Usage;
@@ -27,23 +28,6 @@ const PROXIES: f64 = 1_000.0;
 const REQUESTS_PER_PROXY_MONTH: f64 = 60.0 * 24.0 * 30.0;
 const EVENTS_PER_REQUEST: f64 = 6.0;
 const RUNS_PER_MONTH: f64 = 12.0 * 24.0 * 30.0;
-
-/// `n` events, every metric field set, 3 latency samples each, 10 s apart.
-fn events(n: usize, tag: &str, end: chrono::DateTime<chrono::Utc>) -> Vec<Value> {
-    (0..n)
-        .map(|i| {
-            let at = end - Duration::seconds(10 * (n - 1 - i) as i64);
-            json!({"eventType": "request", "eventId": format!("{tag}-{i}"), "timestamp": iso(at),
-                   "healthy": true,
-                   "metrics": {"requestCount": 100, "successCount": 95, "errorCount": 5,
-                               "totalLatencyMs": 5000, "minLatencyMs": 10, "maxLatencyMs": 500,
-                               "latencySamplesMs": [12.5 + (i % 50) as f64, 48.0, 51.2 + (i % 7) as f64],
-                               "dataTransferredBytes": 123456, "dataReceivedBytes": 654321,
-                               "connectionCount": 12, "concurrentConnections": 7,
-                               "errorMessage": "upstream timeout"}})
-        })
-        .collect()
-}
 
 async fn record(h: &Harness, t: &str, proxy: &str, sequence: Option<u64>, body: Value) -> Usage {
     let before = h.app.store.usage();
@@ -129,7 +113,7 @@ async fn main() {
             &t,
             "edge",
             Some(sequence),
-            json!({"events": events(n, &format!("s{n}"), at)}),
+            json!({"events": full_events(n, &format!("s{n}"), at)}),
         )
         .await;
         sequence += 1;
@@ -148,7 +132,7 @@ async fn main() {
             &t,
             "edge",
             None,
-            json!({"events": events(n, &format!("u{n}"), at)}),
+            json!({"events": full_events(n, &format!("u{n}"), at)}),
         )
         .await;
         println!(
@@ -165,7 +149,7 @@ async fn main() {
             &t,
             "edge",
             Some(sequence),
-            json!({"events": events(6, &format!("d{b}"), at - Duration::minutes(b as i64))}),
+            json!({"events": full_events(6, &format!("d{b}"), at - Duration::minutes(b as i64))}),
         )
         .await;
         sequence += 1;
@@ -208,7 +192,7 @@ async fn main() {
         h.app.clock.set(later);
         let t = token("bench", json!({"tier": "enterprise"}));
         for b in 0..5u64 {
-            record(&h, &t, "edge", Some(sequence), json!({"events": events(6, &format!("r{round}-{b}"), later - Duration::minutes(b as i64))})).await;
+            record(&h, &t, "edge", Some(sequence), json!({"events": full_events(6, &format!("r{round}-{b}"), later - Duration::minutes(b as i64))})).await;
             sequence += 1;
         }
         let before = h.app.store.usage();

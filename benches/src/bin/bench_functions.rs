@@ -215,20 +215,7 @@ async fn main() {
             )
         })
         .collect();
-    for chunk in seed.chunks(300) {
-        h.app
-            .store
-            .record_events(
-                proxy_metrics::storage::Destination {
-                    proxy_id: "bench",
-                    retention_days: Tier::Enterprise.raw_retention_days(),
-                },
-                chunk,
-                proxy_metrics::clock::Clock::system().now(),
-            )
-            .await
-            .unwrap();
-    }
+    h.store_events("bench", Tier::Enterprise, &seed, 300).await;
     proxy_metrics::aggregate::run_all(&h.app.store)
         .await
         .unwrap();

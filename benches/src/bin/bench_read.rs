@@ -102,20 +102,8 @@ async fn main() {
             events.push(event(&mut rng, format!("d{d}-{i}"), ts));
         }
     }
-    for chunk in events.chunks(500) {
-        h.app
-            .store
-            .record_events(
-                proxy_metrics::storage::Destination {
-                    proxy_id: "bench",
-                    retention_days: Tier::Enterprise.raw_retention_days(),
-                },
-                chunk,
-                proxy_metrics::clock::Clock::system().now(),
-            )
-            .await
-            .unwrap();
-    }
+    h.store_events("bench", Tier::Enterprise, &events, 500)
+        .await;
     let (s, e) = (
         start.format("%Y-%m-%d").to_string(),
         today.format("%Y-%m-%d").to_string(),

@@ -305,6 +305,29 @@ pub fn assert_error(status: u16, body: &Value, expected_status: u16, kind: &str)
 }
 
 impl Harness {
+    /// Stores already-validated events for `proxy_id` straight through the
+    /// store (no handler, no token), `per_call` events per call: how the
+    /// benchmarks seed days.
+    pub async fn store_events(
+        &self,
+        proxy_id: &str,
+        tier: proxy_metrics::domain::tier::Tier,
+        events: &[proxy_metrics::domain::event::Event],
+        per_call: usize,
+    ) {
+        for chunk in events.chunks(per_call.max(1)) {
+            let destination = proxy_metrics::storage::Destination {
+                proxy_id,
+                retention_days: tier.raw_retention_days(),
+            };
+            self.app
+                .store
+                .record_events(destination, chunk, self.app.clock.now())
+                .await
+                .expect("events stored");
+        }
+    }
+
     pub async fn register(&self, token: &str, proxy_id: &str) -> (u16, Value) {
         let req = Req::new("POST", "/proxies")
             .bearer(token)

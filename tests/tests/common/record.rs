@@ -101,3 +101,22 @@ pub fn assert_empty_day(m: &Value) {
     assert_eq!(m["requestCount"], 0, "{m}");
     assert_eq!(m["dataTransferredBytes"], 0, "{m}");
 }
+
+/// `n` events ending at `end`, 10 s apart, every metric field set and 3
+/// latency samples each: the payload whose cost `tests/cost.rs` asserts and
+/// `bench_cost` reports (BENCHMARKS.md, "Storage v2").
+pub fn full_events(n: usize, tag: &str, end: DateTime<Utc>) -> Vec<Value> {
+    (0..n)
+        .map(|i| {
+            let at = end - Duration::seconds(10 * (n - 1 - i) as i64);
+            json!({"eventType": "request", "eventId": format!("{tag}-{i}"), "timestamp": iso(at),
+                   "healthy": true,
+                   "metrics": {"requestCount": 100, "successCount": 95, "errorCount": 5,
+                               "totalLatencyMs": 5000, "minLatencyMs": 10, "maxLatencyMs": 500,
+                               "latencySamplesMs": [12.5 + (i % 50) as f64, 48.0, 51.2 + (i % 7) as f64],
+                               "dataTransferredBytes": 123456, "dataReceivedBytes": 654321,
+                               "connectionCount": 12, "concurrentConnections": 7,
+                               "errorMessage": "upstream timeout"}})
+        })
+        .collect()
+}
