@@ -5,24 +5,10 @@
 
 mod common;
 
-use common::record::full_events;
+use common::record::{full_events, metered_read, metered_record};
 use common::*;
 use proxy_metrics::aggregate;
-use proxy_metrics::storage::Usage;
-use serde_json::{Value, json};
-
-async fn record(h: &Harness, token: &str, sequence: Option<u64>, events: Vec<Value>) -> Usage {
-    let before = h.app.store.usage();
-    let mut req = record_req(token, "edge").json(json!({ "events": events }));
-    if let Some(s) = sequence {
-        req = req
-            .header("Producer-Id", "boot-1")
-            .header("Producer-Sequence", &s.to_string());
-    }
-    let (s, b, _) = send_record(&h.app, req).await;
-    assert_eq!(s, 201, "{b}");
-    h.app.store.usage() - before
-}
+use serde_json::json;
 
 #[tokio::test]
 async fn a_recorded_event_costs_at_most_one_write_unit_when_sequenced() {
@@ -31,11 +17,12 @@ async fn a_recorded_event_costs_at_most_one_write_unit_when_sequenced() {
     h.register(&t, "edge").await;
     let mut rows = Vec::new();
     for (sequence, n, limit) in [(0, 6, 1.0), (1, 60, 0.2), (2, 500, 0.2)] {
-        let used = record(
+        let used = metered_record(
             &h,
             &t,
+            "edge",
             Some(sequence),
-            full_events(n, &format!("s{sequence}"), now()),
+            json!({"events": full_events(n, &format!("s{sequence}"), now())}),
         )
         .await;
         let per_event = used.write_units / n as f64;
@@ -57,7 +44,14 @@ async fn unsequenced_events_pay_for_their_id_markers_only() {
     let t = user_token("alice");
     h.register(&t, "edge").await;
     for (n, limit) in [(1, 4.0), (6, 2.5), (100, 2.2)] {
-        let used = record(&h, &t, None, full_events(n, &format!("u{n}"), now())).await;
+        let used = metered_record(
+            &h,
+            &t,
+            "edge",
+            None,
+            json!({"events": full_events(n, &format!("u{n}"), now())}),
+        )
+        .await;
         let per_event = used.write_units / n as f64;
         println!("unsequenced | {n} | {} | {per_event:.3}", used.write_units);
         assert!(
@@ -66,35 +60,6 @@ async fn unsequenced_events_pay_for_their_id_markers_only() {
             used.write_units
         );
     }
-}
-
-async fn read(h: &Harness, token: &str, route: &'static str, query: &[(&str, &str)]) -> Usage {
-    let before = h.app.store.usage();
-    let mut req = Req::new("GET", route)
-        .param("proxyId", "edge")
-        .bearer(token);
-    if route.ends_with("{date}") {
-        req = req.param("date", &today());
-    }
-    for (k, v) in query {
-        req = req.query(k, v);
-    }
-    let request = req.build();
-    let response = match route {
-        "/proxy/metrics/{proxyId}/daily/{date}" => {
-            proxy_metrics::handlers::get_daily_metrics(&h.app, request).await
-        }
-        "/proxy/metrics/{proxyId}/daily" => {
-            proxy_metrics::handlers::get_daily_range(&h.app, request).await
-        }
-        "/proxy/metrics/{proxyId}/summary" => {
-            proxy_metrics::handlers::get_summary(&h.app, request).await
-        }
-        other => panic!("{other}"),
-    };
-    let (s, b, _) = parts(response);
-    assert_eq!(s, 200, "{b}");
-    h.app.store.usage() - before
 }
 
 #[tokio::test]
@@ -107,26 +72,27 @@ async fn reads_take_two_queries_and_do_not_grow_with_a_days_events() {
     for round in 0..3u64 {
         // each round adds a day's worth of a busy proxy's batches, folded
         for b in 0..10 {
-            record(
+            metered_record(
                 &h,
                 &t,
+                "edge",
                 Some(round * 10 + b),
-                full_events(60, &format!("r{round}-{b}"), now()),
+                json!({"events": full_events(60, &format!("r{round}-{b}"), now())}),
             )
             .await;
         }
         aggregate::run_all(&h.app.store).await.unwrap();
         // time goes on (the items forget the chunks they folded after 2 minutes)
         h.app.clock.advance(chrono::Duration::minutes(3));
-        let daily = read(&h, &t, "/proxy/metrics/{proxyId}/daily/{date}", &[]).await;
-        let range = read(
+        let daily = metered_read(&h, &t, "/proxy/metrics/{proxyId}/daily/{date}", &[]).await;
+        let range = metered_read(
             &h,
             &t,
             "/proxy/metrics/{proxyId}/daily",
             &[("startDate", &start), ("endDate", &today())],
         )
         .await;
-        let summary = read(&h, &t, "/proxy/metrics/{proxyId}/summary", &[]).await;
+        let summary = metered_read(&h, &t, "/proxy/metrics/{proxyId}/summary", &[]).await;
         println!("round {round}: daily {daily:?}, 366-day range {range:?}, summary {summary:?}");
         assert_eq!(
             daily.queries, 2,
@@ -157,11 +123,12 @@ async fn an_idle_run_reads_nothing_and_a_run_reads_what_is_new() {
     let mut sequence = 0;
     for round in 0..3u64 {
         for b in 0..(round + 1) * 5 {
-            record(
+            metered_record(
                 &h,
                 &t,
+                "edge",
                 Some(sequence),
-                full_events(6, &format!("{round}-{b}"), now()),
+                json!({"events": full_events(6, &format!("{round}-{b}"), now())}),
             )
             .await;
             sequence += 1;

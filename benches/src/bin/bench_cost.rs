@@ -12,10 +12,9 @@ mod common;
 use std::time::Instant;
 
 use chrono::Duration;
-use common::record::full_events;
-use common::{Harness, Req, day_str, iso, now, parts, token};
+use common::record::{full_events, metered_read, metered_record};
+use common::{Harness, day_str, iso, now, token};
 use proxy_metrics::aggregate;
-use proxy_metrics::storage::Usage;
 use serde_json::{Value, json};
 
 /// On-demand list prices (us-east-1): per million write / read request units.
@@ -28,45 +27,6 @@ const PROXIES: f64 = 1_000.0;
 const REQUESTS_PER_PROXY_MONTH: f64 = 60.0 * 24.0 * 30.0;
 const EVENTS_PER_REQUEST: f64 = 6.0;
 const RUNS_PER_MONTH: f64 = 12.0 * 24.0 * 30.0;
-
-async fn record(h: &Harness, t: &str, proxy: &str, sequence: Option<u64>, body: Value) -> Usage {
-    let before = h.app.store.usage();
-    let mut req = Req::new("POST", "/proxy/metrics/{proxyId}/record")
-        .param("proxyId", proxy)
-        .bearer(t)
-        .json(body);
-    if let Some(s) = sequence {
-        req = req
-            .header("Producer-Id", "bench")
-            .header("Producer-Sequence", &s.to_string());
-    }
-    let (s, b, _) = parts(proxy_metrics::handlers::record_metrics(&h.app, req.build()).await);
-    assert_eq!(s, 201, "{b}");
-    h.app.store.usage() - before
-}
-
-async fn read(h: &Harness, t: &str, route: &'static str, query: &[(&str, String)]) -> Usage {
-    let before = h.app.store.usage();
-    let mut req = Req::new("GET", route).param("proxyId", "edge").bearer(t);
-    if route.ends_with("{date}") {
-        req = req.param("date", &day_str(now().date_naive()));
-    }
-    for (k, v) in query {
-        req = req.query(k, v);
-    }
-    let request = req.build();
-    let response = match route {
-        "/proxy/metrics/{proxyId}/daily/{date}" => {
-            proxy_metrics::handlers::get_daily_metrics(&h.app, request).await
-        }
-        "/proxy/metrics/{proxyId}/daily" => {
-            proxy_metrics::handlers::get_daily_range(&h.app, request).await
-        }
-        _ => proxy_metrics::handlers::get_summary(&h.app, request).await,
-    };
-    assert_eq!(parts(response).0, 200);
-    h.app.store.usage() - before
-}
 
 /// Peak RSS since the last reset (VmHWM), in MB; reset with clear_refs.
 fn peak_rss_mb() -> f64 {
@@ -108,7 +68,7 @@ async fn main() {
     let mut sequence = 0;
     let mut sequenced_6 = 0.0;
     for (n, target) in [(6usize, "≤ 1.0"), (60, "≤ 0.2"), (500, "")] {
-        let used = record(
+        let used = metered_record(
             &h,
             &t,
             "edge",
@@ -127,7 +87,7 @@ async fn main() {
         );
     }
     for (n, target) in [(1usize, "≤ 4"), (100, "≤ 2.2")] {
-        let used = record(
+        let used = metered_record(
             &h,
             &t,
             "edge",
@@ -144,7 +104,7 @@ async fn main() {
 
     // A busy day, folded: what reads cost.
     for b in 0..50u64 {
-        record(
+        metered_record(
             &h,
             &t,
             "edge",
@@ -173,7 +133,8 @@ async fn main() {
         ),
         ("the summary", "/proxy/metrics/{proxyId}/summary", vec![]),
     ] {
-        let used = read(&h, &t, route, &query).await;
+        let query: Vec<(&str, &str)> = query.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let used = metered_read(&h, &t, route, &query).await;
         println!("| {name} | {} | {} |", used.queries, used.read_units);
     }
 
@@ -192,7 +153,7 @@ async fn main() {
         h.app.clock.set(later);
         let t = token("bench", json!({"tier": "enterprise"}));
         for b in 0..5u64 {
-            record(&h, &t, "edge", Some(sequence), json!({"events": full_events(6, &format!("r{round}-{b}"), later - Duration::minutes(b as i64))})).await;
+            metered_record(&h, &t, "edge", Some(sequence), json!({"events": full_events(6, &format!("r{round}-{b}"), later - Duration::minutes(b as i64))})).await;
             sequence += 1;
         }
         let before = h.app.store.usage();
@@ -273,7 +234,7 @@ async fn main() {
                 .collect();
             let body = json!({"events": body});
             bytes += body.to_string().len();
-            record(&h, &t, "giant", Some(r as u64), body).await;
+            metered_record(&h, &t, "giant", Some(r as u64), body).await;
         }
         let recorded = started.elapsed();
         let base = rss_mb();

@@ -120,3 +120,61 @@ pub fn full_events(n: usize, tag: &str, end: DateTime<Utc>) -> Vec<Value> {
         })
         .collect()
 }
+
+/// Records `body` for `proxy` (sequenced when `sequence` is given) and
+/// returns what the request cost, as the store meters it. The cost test and
+/// `bench_cost` measure through this one path.
+pub async fn metered_record(
+    h: &Harness,
+    token: &str,
+    proxy: &str,
+    sequence: Option<u64>,
+    body: Value,
+) -> proxy_metrics::storage::Usage {
+    let before = h.app.store.usage();
+    let mut req = record_req(token, proxy).json(body);
+    if let Some(s) = sequence {
+        req = req
+            .header("Producer-Id", "boot-1")
+            .header("Producer-Sequence", &s.to_string());
+    }
+    let (s, b, _) = send_record(&h.app, req).await;
+    assert_eq!(s, 201, "{b}");
+    h.app.store.usage() - before
+}
+
+/// Reads proxy `edge` through `route` (today for the one-day route) and
+/// returns what the read cost, as the store meters it.
+pub async fn metered_read(
+    h: &Harness,
+    token: &str,
+    route: &'static str,
+    query: &[(&str, &str)],
+) -> proxy_metrics::storage::Usage {
+    let before = h.app.store.usage();
+    let mut req = Req::new("GET", route)
+        .param("proxyId", "edge")
+        .bearer(token);
+    if route.ends_with("{date}") {
+        req = req.param("date", &today());
+    }
+    for (k, v) in query {
+        req = req.query(k, v);
+    }
+    let request = req.build();
+    let response = match route {
+        "/proxy/metrics/{proxyId}/daily/{date}" => {
+            proxy_metrics::handlers::get_daily_metrics(&h.app, request).await
+        }
+        "/proxy/metrics/{proxyId}/daily" => {
+            proxy_metrics::handlers::get_daily_range(&h.app, request).await
+        }
+        "/proxy/metrics/{proxyId}/summary" => {
+            proxy_metrics::handlers::get_summary(&h.app, request).await
+        }
+        other => panic!("no metered read for {other}"),
+    };
+    let (s, b, _) = parts(response);
+    assert_eq!(s, 200, "{b}");
+    h.app.store.usage() - before
+}
