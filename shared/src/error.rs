@@ -22,6 +22,10 @@ pub enum ApiError {
     /// `expected` next.
     #[error("The batch skips sequence numbers: the next sequence of this producer is {expected}.")]
     SequenceGap { expected: u64 },
+    /// A sequenced batch repeats the producer's last accepted sequence with
+    /// a different body: a restarted sender reusing its id.
+    #[error("Sequence {sequence} of this producer was already accepted with a different body; a restarted sender must take a new Producer-Id.")]
+    SequenceConflict { sequence: u64 },
     #[error("{0}")]
     PayloadTooLarge(String),
     #[error("{0}")]
@@ -49,7 +53,7 @@ impl ApiError {
             Self::Unauthorized(_) => 401,
             Self::Forbidden(_) => 403,
             Self::NotFound(_) => 404,
-            Self::Conflict(_) | Self::SequenceGap { .. } => 409,
+            Self::Conflict(_) | Self::SequenceGap { .. } | Self::SequenceConflict { .. } => 409,
             Self::PayloadTooLarge(_) => 413,
             Self::RangeTooLarge(_) => 422,
             Self::RateLimited { .. } => 429,
@@ -76,6 +80,7 @@ impl ApiError {
             Self::NotFound(_) => ("NOT_FOUND", "PROXY_METRICS_404"),
             Self::Conflict(_) => ("CONFLICT", "PROXY_METRICS_409"),
             Self::SequenceGap { .. } => ("SEQUENCE_GAP", "PROXY_METRICS_409"),
+            Self::SequenceConflict { .. } => ("SEQUENCE_CONFLICT", "PROXY_METRICS_409"),
             Self::PayloadTooLarge(_) => ("PAYLOAD_TOO_LARGE", "PROXY_METRICS_413"),
             Self::RangeTooLarge(_) => ("RANGE_TOO_LARGE", "PROXY_METRICS_422"),
             Self::RateLimited { .. } => ("RATE_LIMITED", "PROXY_METRICS_429"),
@@ -163,6 +168,19 @@ impl From<crate::domain::ValidationError> for ApiError {
         match error {
             crate::domain::ValidationError::Invalid(message) => Self::InvalidRequest(message),
             crate::domain::ValidationError::TooLarge(message) => Self::PayloadTooLarge(message),
+        }
+    }
+}
+
+/// Storage's failures as the contract's errors: the one place they meet.
+impl From<crate::storage::StorageError> for ApiError {
+    fn from(error: crate::storage::StorageError) -> Self {
+        use crate::storage::StorageError as S;
+        match error {
+            S::Unavailable(detail) => Self::ServiceUnavailable(detail),
+            S::TooLarge(message) => Self::PayloadTooLarge(message),
+            S::Conflict(message) => Self::Conflict(message),
+            S::Corrupt(detail) | S::Internal(detail) => Self::Internal(detail),
         }
     }
 }

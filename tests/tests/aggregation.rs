@@ -11,7 +11,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{Duration, NaiveDate};
 use common::*;
 use proxy_metrics::aggregate::{self, RunLimits};
-use proxy_metrics::storage::{PENDING_SHARDS, combine_days, keys};
+use proxy_metrics::storage::{PENDING_SHARDS, keys};
 use serde_json::{Value, json};
 
 fn day_of(ago: i64) -> NaiveDate {
@@ -117,28 +117,29 @@ async fn late_events_are_folded_incrementally() {
 }
 
 #[tokio::test]
-async fn a_fold_racing_a_read_counts_every_part_once() {
+async fn a_fold_between_a_reads_items_and_its_chunks_is_seen_and_read_again() {
     let h = Harness::start().await;
     let t = user_token("alice");
     h.register(&t, "p1").await;
     h.record(&t, "p1", batch("a", 1, 4)).await;
     let store = &h.app.store;
     let day = day_of(1);
-    // A reader took the pending chunks, then the aggregation folded them
-    // (and deleted them), then the reader took the days: counted once.
-    let pending = store.pending_chunks_of("p1").await.unwrap();
-    assert_eq!(pending.len(), 1);
+    // A reader took the epoch and the items (none yet), then the
+    // aggregation folded the chunk and deleted it, then the reader took the
+    // pending chunks (none left): the epoch moved, so the reader knows to
+    // read again (and then sees the 4 events).
+    let e0 = store.fold_epoch("p1").await.unwrap();
+    let items = store.stored_days("p1", day, day).await.unwrap();
+    assert!(items.is_empty());
     aggregate::run_all(store).await.unwrap();
     assert_eq!(pending_count(&h, "p1").await, 0);
-    let stored = store.stored_days("p1", day, day).await.unwrap();
-    let seen = combine_days(&pending, &stored, day, day).unwrap();
-    assert_eq!(seen[&day].event_count(), 4);
-    // A reader that took the days before the fold: counted once too.
+    assert_ne!(store.fold_epoch("p1").await.unwrap(), e0);
+    let proxy = store.get_proxy("p1").await.unwrap().unwrap();
+    assert_eq!(store.read_days(&proxy, day, day).await.unwrap()[&day].event_count(), 4);
+    // A reader that took the items after a fold and the chunks before their
+    // deletion: the items name the chunks, counted once.
     h.record(&t, "p1", batch("b", 1, 3)).await;
-    let pending = store.pending_chunks_of("p1").await.unwrap();
-    let stored = store.stored_days("p1", day, day).await.unwrap();
-    let seen = combine_days(&pending, &stored, day, day).unwrap();
-    assert_eq!(seen[&day].event_count(), 7);
+    assert_eq!(daily_metrics(&h, &t, "p1", 1).await["eventCount"], 7);
 }
 
 #[tokio::test]
@@ -258,14 +259,14 @@ async fn a_poisoned_day_is_quarantined_and_holds_back_nobody() {
 }
 
 #[tokio::test]
-async fn an_unreadable_chunk_is_isolated_and_the_run_reports() {
+async fn an_unreadable_chunk_is_skipped_quarantined_and_released() {
     let h = Harness::start().await;
     let t = user_token("alice");
     for p in ["good", "bad"] {
         h.register(&t, p).await;
+        h.record(&t, p, batch(p, 0, 5)).await;
     }
-    h.record(&t, "good", batch("g", 0, 5)).await;
-    let sort_key = keys::pending_sort_key("bad", now().timestamp_millis(), "corrupt");
+    let sort_key = keys::pending_sort_key(now().date_naive(), now().timestamp_millis(), "corrupt");
     h.client
         .put_item()
         .table_name(TABLE)
@@ -277,14 +278,43 @@ async fn an_unreadable_chunk_is_isolated_and_the_run_reports() {
         .send()
         .await
         .unwrap();
+    // Reads skip it (logged at error level): the readable events still count.
+    assert_eq!(daily_metrics(&h, &t, "bad", 0).await["eventCount"], 5);
     let report = aggregate::run_all(&h.app.store).await.unwrap();
-    assert_eq!((report.days_materialized, report.days_failed), (1, 1));
-    // reading the proxy whose chunk is unreadable is an honest 500, not a wrong number
-    let (s, b) = h.daily(&t, "bad", &today()).await;
-    assert_error(s, &b, 500, "INTERNAL_SERVER_ERROR");
-    // only failures: the run itself fails, so that the scheduler retries
-    let failed = aggregate::run_all(&h.app.store).await.unwrap_err();
-    assert_eq!(failed.0.days_failed, 1);
+    assert_eq!(
+        (report.days_materialized, report.days_failed, report.days_quarantined),
+        (2, 1, 1)
+    );
+    assert_eq!(stored_events(&h, "bad", day_of(0)).await, Some(5));
+    assert_eq!(pending_count(&h, "bad").await, 0, "set aside, not pending");
+    let records = h.app.store.failure_records().await.unwrap();
+    let subject = format!("chunk:{sort_key}");
+    assert!(records[&("bad".to_string(), subject.clone())].quarantined);
+    // the next run has nothing left to fail on
+    let next = aggregate::run_all(&h.app.store).await.unwrap();
+    assert_eq!(next.days_failed, 0);
+    // released, it is pending again (and, still unreadable, set aside again)
+    let released = aggregate::invoke(
+        &h.app.store,
+        &json!({"release": [{"proxyId": "bad", "date": subject}]}),
+        RunLimits::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(released["released"], 1);
+    assert_eq!(pending_count(&h, "bad").await, 1);
+    let again = aggregate::run_all(&h.app.store).await.unwrap();
+    assert_eq!(again.days_quarantined, 1);
+    // discarded, it is gone for good
+    let discarded = aggregate::invoke(
+        &h.app.store,
+        &json!({"discard": [{"proxyId": "bad", "date": subject}]}),
+        RunLimits::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(discarded["discarded"], 1);
+    assert!(h.app.store.failure_records().await.unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -315,7 +345,8 @@ async fn a_giant_day_does_not_hold_back_the_others() {
     // A run may take 4 of a proxy's chunks: the giant needs three runs, the
     // others are all materialised in the first.
     let limits = || RunLimits {
-        max_chunks_per_proxy: 4,
+        page_chunks: 4,
+        max_bytes_per_proxy: 1,
         ..RunLimits::default()
     };
     let first = aggregate::run(&h.app.store, 0..PENDING_SHARDS, limits())

@@ -145,6 +145,7 @@ fn every_response_type_matches_its_openapi_schema() {
         owner_id: "user-1".into(),
         registered_at: now,
         tier: Tier::Free,
+        fold_epoch: 0,
     });
     let window = SummaryWindow::of(&Stats::default());
     let days = BTreeMap::from([(day, rollup.clone())]);

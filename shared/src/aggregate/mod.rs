@@ -14,7 +14,7 @@
 //!   runs in a row the day is quarantined (skipped, reported) until released.
 //! - Exactly once: see `storage/fold.rs`.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -27,12 +27,23 @@ use serde_json::{Value, json};
 
 use crate::domain::rollup::DayPart;
 use crate::error::ApiError;
-use crate::storage::{PENDING_SHARDS, PendingChunk, PendingView, Store, keys};
+use crate::storage::{
+    BatchChunk, DirtyMark, PENDING_SHARDS, PendingChunk, ProxyFold, StorageError, Store, keys,
+};
 
 /// Shards folded at once.
 const CONCURRENT_SHARDS: usize = 4;
-/// Chunks read per page of one proxy.
+/// Chunks read per page of one proxy (a page is also at most 1 MB).
 const PAGE_CHUNKS: i32 = 100;
+/// Stored chunk bytes one proxy may have read per run: a tenant's backlog
+/// cannot take a run's time from the others; the rest waits for the next
+/// run. Well above what a proxy may record between two runs at its limit
+/// (`BENCHMARKS.md`, "Pressure").
+pub const MAX_BYTES_PER_PROXY: usize = 256 * 1024 * 1024;
+/// Decoded state one proxy's fold may hold before it writes what it has:
+/// shards fold at once, so a run holds at most this times
+/// `CONCURRENT_SHARDS` (96 MB of the function's 256 MB).
+pub const FOLD_MEMORY_BYTES: usize = 24 * 1024 * 1024;
 /// Default time a run may take (the deployed function's timeout is 300 s).
 pub const DEFAULT_RUN_BUDGET: Duration = Duration::from_secs(240);
 /// What a run leaves of the invocation's time for its report.
@@ -54,8 +65,12 @@ pub struct AggregationReport {
 pub struct RunLimits {
     /// No new page is taken after this instant.
     pub deadline: Instant,
-    /// Chunks one proxy may have folded per run (the rest wait for the next).
-    pub max_chunks_per_proxy: usize,
+    /// Stored chunk bytes one proxy may have read per run.
+    pub max_bytes_per_proxy: usize,
+    /// Decoded state one proxy's fold may hold before writing.
+    pub fold_memory_bytes: usize,
+    /// Chunks read per page of one proxy.
+    pub page_chunks: i32,
 }
 
 impl Default for RunLimits {
@@ -68,7 +83,9 @@ impl RunLimits {
     pub fn within(budget: Duration) -> Self {
         Self {
             deadline: Instant::now() + budget,
-            max_chunks_per_proxy: 2_000,
+            max_bytes_per_proxy: MAX_BYTES_PER_PROXY,
+            fold_memory_bytes: FOLD_MEMORY_BYTES,
+            page_chunks: PAGE_CHUNKS,
         }
     }
 
@@ -175,11 +192,16 @@ pub fn shards_from_payload(payload: &Value) -> Vec<u32> {
 
 /// What `aggregate-metrics` does with one invocation's payload (any JSON
 /// object): a scheduled run, or one of the operator commands
-/// `{"release": "all" | [{"proxyId", "date"}]}` and `{"migrate": "v1"}`.
+/// `{"release": "all" | [{"proxyId", "date"}]}`, `{"discard": [...]}` (the
+/// same entries: unreadable chunks deleted for good) and `{"migrate": "v1"}`.
 pub async fn invoke(store: &Store, payload: &Value, limits: RunLimits) -> Result<Value, ApiError> {
     if let Some(release) = payload.get("release") {
-        let released = release_quarantine(store, release).await?;
+        let released = release_quarantine(store, release, Release::Retry).await?;
         return Ok(json!({ "released": released }));
+    }
+    if let Some(discard) = payload.get("discard") {
+        let discarded = release_quarantine(store, discard, Release::Discard).await?;
+        return Ok(json!({ "discarded": discarded }));
     }
     if let Some(what) = payload.get("migrate") {
         if what != "v1" {
@@ -194,9 +216,23 @@ pub async fn invoke(store: &Store, payload: &Value, limits: RunLimits) -> Result
     }
 }
 
+/// What becomes of a released subject's unreadable chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Release {
+    /// Back to pending (a build that reads it is deployed).
+    Retry,
+    /// Deleted for good.
+    Discard,
+}
+
 /// Forgets failure records, quarantined or not: `"all"`, or a list of
-/// `{"proxyId", "date"}` (a `date` of `chunk:<key>` names an unreadable chunk).
-pub async fn release_quarantine(store: &Store, what: &Value) -> Result<u64, ApiError> {
+/// `{"proxyId", "date"}` (a `date` of `chunk:<key>` names an unreadable
+/// chunk, which goes back to pending, or is deleted with [`Release::Discard`]).
+pub async fn release_quarantine(
+    store: &Store,
+    what: &Value,
+    how: Release,
+) -> Result<u64, ApiError> {
     let records = store.failure_records().await?;
     let chosen: Vec<(String, String)> = match what {
         Value::String(all) if all == "all" => records.into_keys().collect(),
@@ -223,8 +259,20 @@ pub async fn release_quarantine(store: &Store, what: &Value) -> Result<u64, ApiE
         }
     };
     for (proxy_id, subject) in &chosen {
+        if let Some(sort_key) = subject.strip_prefix("chunk:") {
+            match how {
+                Release::Retry => {
+                    store.release_chunk(proxy_id, sort_key).await?;
+                }
+                Release::Discard => store.discard_chunk(proxy_id, sort_key).await?,
+            }
+        } else if how == Release::Discard {
+            return Err(ApiError::invalid(
+                "'discard' takes unreadable chunks only ({\"proxyId\", \"date\": \"chunk:<key>\"}).",
+            ));
+        }
         store.clear_failures(proxy_id, subject).await?;
-        tracing::warn!(proxy_id, subject, "released from quarantine");
+        tracing::warn!(proxy_id, subject, ?how, "released from quarantine");
     }
     Ok(chosen.len() as u64)
 }
@@ -270,13 +318,5 @@ mod tests {
         assert!(
             budget(RunLimits::for_invocation(&store, in_ten_seconds)) <= Duration::from_secs(5)
         );
-    }
-
-    #[test]
-    fn random_positions_are_proxy_id_shaped() {
-        for _ in 0..100 {
-            let p = run::random_position();
-            assert!(crate::domain::validate_proxy_id(&p).is_ok(), "{p}");
-        }
     }
 }

@@ -1,5 +1,6 @@
-//! One run's work: the shards, each proxy's pending chunks a page at a time,
-//! folded per day, failures counted and quarantined.
+//! One run's work: the shards' dirty marks, each proxy's pending chunks a
+//! page at a time, folded per day within a memory budget, failures counted
+//! and quarantined.
 
 use super::*;
 
@@ -8,6 +9,8 @@ use super::*;
 pub(super) struct Tally {
     pub(super) report: AggregationReport,
     pub(super) quarantined_seen: HashSet<(String, String)>,
+    /// (proxy, day) that failed in this run.
+    pub(super) failed: HashSet<(String, String)>,
 }
 
 pub(super) struct Run<'a> {
@@ -16,6 +19,13 @@ pub(super) struct Run<'a> {
     /// (proxy, subject) → quarantined? for every failure record at the start.
     pub(super) failures: HashMap<(String, String), bool>,
     pub(super) tally: Mutex<Tally>,
+}
+
+/// One page's chunks of one day, decoded, waiting to be folded.
+#[derive(Default)]
+struct Batch {
+    days: BTreeMap<NaiveDate, (Vec<BatchChunk>, i64)>,
+    decoded_bytes: usize,
 }
 
 impl Run<'_> {
@@ -29,70 +39,60 @@ impl Run<'_> {
         }
     }
 
-    /// The shard's proxies from a random one onwards, wrapping around.
+    /// The shard's proxies (its dirty marks), from a random one onwards.
     pub(super) async fn shard(&self, shard: u32) {
-        // An empty shard (the common case when idle) costs one query.
-        match self.store.pending_page(shard, "!", None, 1).await {
-            Ok(page) if page.chunks.is_empty() => return,
-            Ok(_) => {}
+        // Chunks a v2 writer left (only after an upgrade; one query if none).
+        match self.store.drain_v2_shard(shard, self.limits.deadline).await {
+            Ok(0) => {}
+            Ok(moved) => tracing::info!(shard, moved, "moved v2 pending chunks into the v3 layout"),
+            Err(e) => tracing::error!(shard, error = %e, "moving v2 pending chunks failed"),
+        }
+        let mut marks = match self.store.dirty_marks(shard).await {
+            Ok(marks) => marks,
             Err(e) => {
-                tracing::error!(shard, error = %e, "reading a pending shard failed");
+                tracing::error!(shard, error = %e, "reading a shard's dirty marks failed");
                 self.tally(|t| t.report.days_failed += 1);
                 return;
             }
+        };
+        if marks.is_empty() {
+            return;
         }
-        let start = random_position();
-        let mut seen: HashSet<String> = HashSet::new();
-        // Keys are never empty; "!" sorts before every proxy id.
-        for (after, before) in [
-            (start.clone(), None),
-            ("!".to_string(), Some(start.clone())),
-        ] {
-            let mut cursor = after;
-            loop {
-                if self.out_of_time() {
-                    return;
-                }
-                let page = match self
-                    .store
-                    .pending_page(shard, &cursor, before.as_deref(), 1)
-                    .await
-                {
-                    Ok(page) => page,
-                    Err(e) => {
-                        tracing::error!(shard, error = %e, "reading a pending shard failed");
-                        self.tally(|t| t.report.days_failed += 1);
-                        return;
-                    }
-                };
-                let Some(first) = page.chunks.first() else {
-                    break;
-                };
-                let proxy_id = first.proxy_id.clone();
-                cursor = keys::pending_after(&proxy_id);
-                if seen.insert(proxy_id.clone()) {
-                    // Boxed: the fold's future is deep, and shards run at once.
-                    Box::pin(self.proxy(shard, &proxy_id)).await;
-                }
+        // No tenant always goes first.
+        let start = rand::rng().random_range(0..marks.len());
+        marks.rotate_left(start);
+        for mark in &marks {
+            if self.out_of_time() {
+                return;
             }
+            // Boxed: the fold's future is deep, and shards run at once.
+            Box::pin(self.proxy(mark)).await;
         }
     }
 
-    /// Folds one proxy's pending chunks, a page at a time, within its budget.
-    async fn proxy(&self, shard: u32, proxy_id: &str) {
+    /// Folds one proxy's pending chunks, a page at a time, within its budget
+    /// in bytes; stepping over quarantined days without reading them.
+    async fn proxy(&self, mark: &DirtyMark) {
+        let proxy_id = mark.proxy_id.as_str();
         self.tally(|t| t.report.proxies_processed += 1);
-        let first_key = keys::pending_prefix(proxy_id);
-        let last_key = keys::pending_after(proxy_id);
-        // `after` is exclusive: start just before the proxy's first key.
-        let mut cursor = keys::pending_prefix(proxy_id);
-        cursor.pop();
-        let mut still_pending: HashSet<String> = HashSet::new();
-        let mut taken = 0usize;
-        while taken < self.limits.max_chunks_per_proxy && !self.out_of_time() {
-            let limit = PAGE_CHUNKS.min((self.limits.max_chunks_per_proxy - taken) as i32);
+        let epoch = match self.store.fold_epoch(proxy_id).await {
+            Ok(epoch) => epoch,
+            Err(e) => {
+                tracing::error!(proxy_id, error = %e, "reading the fold epoch failed");
+                self.tally(|t| t.report.days_failed += 1);
+                return;
+            }
+        };
+        let mut fold = ProxyFold::new(proxy_id, epoch);
+        let mut after: Option<String> = None;
+        let mut read_bytes = 0usize;
+        let mut exhausted = false;
+        let mut left_behind = false;
+        while !self.out_of_time() && read_bytes < self.limits.max_bytes_per_proxy && !fold.concurrent
+        {
             let page = match self
                 .store
-                .pending_page(shard, &cursor, Some(&last_key), limit)
+                .pending_page(proxy_id, after.as_deref(), self.limits.page_chunks)
                 .await
             {
                 Ok(page) => page,
@@ -102,129 +102,175 @@ impl Run<'_> {
                     return;
                 }
             };
-            let chunks: Vec<PendingChunk> = page
-                .chunks
-                .into_iter()
-                .filter(|c| c.sort_key.starts_with(&first_key))
-                .collect();
-            let Some(last) = chunks.last() else {
-                return;
+            let Some(last) = page.chunks.last().map(|c| c.sort_key.clone()) else {
+                exhausted = true;
+                break;
             };
-            cursor = last.sort_key.clone();
-            taken += chunks.len();
-            still_pending.extend(chunks.iter().map(|c| c.sort_key.clone()));
-            let view = PendingView {
-                read_through: cursor.clone(),
-                still_pending: still_pending.clone(),
-                now: self.store.clock().now(),
-            };
-            let left = self.fold_page(proxy_id, &chunks, &view).await;
-            still_pending.retain(|k| !chunks.iter().any(|c| &c.sort_key == k) || left.contains(k));
-            if page.next.is_none() {
-                return;
+            // A quarantined day is one range of keys: fold what comes before
+            // it on this page, then continue after it.
+            let mut chunks = Vec::new();
+            let mut jump = None;
+            for chunk in page.chunks {
+                read_bytes += chunk.stored_bytes();
+                if self.skip_quarantined(proxy_id, &keys::day_key(chunk.day)) {
+                    jump = Some(keys::pending_day_after(chunk.day));
+                    left_behind = true;
+                    break;
+                }
+                chunks.push(chunk);
+            }
+            let reached = jump.clone().unwrap_or(last);
+            fold.read_through = Some(reached.clone());
+            fold.still_pending
+                .extend(chunks.iter().map(|c| c.sort_key.clone()));
+            if !self.fold_chunks(&mut fold, chunks).await {
+                left_behind = true;
+            }
+            if jump.is_none() && page.next.is_none() {
+                exhausted = true;
+                break;
+            }
+            after = Some(reached);
+        }
+        left_behind |= !fold.still_pending.is_empty() || fold.concurrent;
+        // Nothing left pending, and no instance still relies on the mark.
+        let stale = self.store.clock().now().timestamp_millis() - mark.marked_at_ms
+            > crate::storage::MARK_TRUSTED_FOR.num_milliseconds();
+        if exhausted
+            && !left_behind
+            && stale
+            && let Err(e) = self.store.clear_dirty_mark(mark).await
+        {
+            tracing::warn!(proxy_id, error = %e, "clearing a dirty mark failed");
+        }
+    }
+
+    /// Decodes a page's chunks one at a time into per-day batches, folding
+    /// whenever the decoded state reaches the memory budget. Returns whether
+    /// every chunk was folded and deleted.
+    async fn fold_chunks(&self, fold: &mut ProxyFold, chunks: Vec<PendingChunk>) -> bool {
+        let mut all = true;
+        let mut batch = Batch::default();
+        for chunk in chunks {
+            if fold.concurrent {
+                return false;
+            }
+            if self.failed_day_this_run(&fold.proxy_id, chunk.day) {
+                all = false;
+                continue;
+            }
+            match chunk.part() {
+                Ok(part) => {
+                    self.tally(|t| t.report.events_read += part.event_count());
+                    batch.decoded_bytes += decoded_bytes(&part, chunk.body.len());
+                    let entry = batch
+                        .days
+                        .entry(chunk.day)
+                        .or_insert_with(|| (Vec::new(), chunk.retention_days));
+                    entry.1 = entry.1.max(chunk.retention_days);
+                    entry.0.push((chunk.sort_key.clone(), part));
+                }
+                Err(e) => {
+                    self.quarantine_chunk(fold, &chunk, &e).await;
+                    continue;
+                }
+            }
+            if batch.decoded_bytes >= self.limits.fold_memory_bytes {
+                all &= self.flush(fold, std::mem::take(&mut batch)).await;
+            }
+        }
+        all &= self.flush(fold, batch).await;
+        all
+    }
+
+    /// Folds a batch day by day, then moves the epoch and deletes the chunks
+    /// every item now holds.
+    async fn flush(&self, fold: &mut ProxyFold, batch: Batch) -> bool {
+        let mut all = true;
+        let mut done = Vec::new();
+        for (day, (chunks, retention_days)) in batch.days {
+            if fold.concurrent {
+                return false;
+            }
+            match Box::pin(self.store.fold_day(fold, day, &chunks, retention_days)).await {
+                Ok(outcome) if fold.concurrent => {
+                    tracing::info!(proxy_id = %fold.proxy_id, %day, "another run is folding this proxy; leaving it");
+                    let _ = outcome;
+                    return false;
+                }
+                Ok(outcome) => {
+                    if outcome.day_written {
+                        self.tally(|t| t.report.days_materialized += 1);
+                    }
+                    done.extend(outcome.done);
+                    self.succeeded(&fold.proxy_id, day).await;
+                }
+                Err(e) => {
+                    all = false;
+                    self.failed(&fold.proxy_id, &keys::day_key(day), &e).await;
+                }
+            }
+        }
+        if done.is_empty() {
+            return all;
+        }
+        // Readers whose items predate these writes see the epoch move
+        // before the chunks disappear (storage/days.rs).
+        match self.store.move_fold_epoch(&fold.proxy_id).await {
+            Ok(epoch) => {
+                if epoch != fold.epoch + 1 {
+                    fold.concurrent = true;
+                }
+                fold.epoch = epoch;
+            }
+            Err(e) => {
+                tracing::warn!(proxy_id = %fold.proxy_id, error = %e, "moving the fold epoch failed; the chunks stay until the next run");
+                return false;
+            }
+        }
+        match self.store.delete_chunks(&fold.proxy_id, &done).await {
+            Ok(()) => {
+                for key in &done {
+                    fold.still_pending.remove(key);
+                }
+                all
+            }
+            Err(e) => {
+                // The items hold the chunks; the next run deletes them.
+                tracing::warn!(proxy_id = %fold.proxy_id, error = %e, "deleting folded chunks failed");
+                false
             }
         }
     }
 
-    /// Folds one page of a proxy's chunks; returns the chunks still pending.
-    async fn fold_page(
-        &self,
-        proxy_id: &str,
-        chunks: &[PendingChunk],
-        view: &PendingView,
-    ) -> HashSet<String> {
-        // Each day's parts, decoded; days and chunks that cannot be read are
-        // failures of their own and hold back nothing else.
-        let mut days: BTreeMap<NaiveDate, Vec<(String, DayPart)>> = BTreeMap::new();
-        let mut retention: BTreeMap<NaiveDate, i64> = BTreeMap::new();
-        let mut failed: BTreeSet<NaiveDate> = BTreeSet::new();
-        let mut skipped: BTreeSet<NaiveDate> = BTreeSet::new();
-        for chunk in chunks {
-            if let Err(why) = &chunk.parts {
-                let subject = format!("chunk:{}", chunk.sort_key);
-                if !self.skip_quarantined(proxy_id, &subject) {
-                    self.failed(proxy_id, &subject, &ApiError::Internal(why.clone()))
-                        .await;
-                }
-                continue;
+    /// Sets an unreadable chunk aside at once: decoding is deterministic, so
+    /// another run would fail the same way (an operator releases it once a
+    /// build that reads it is deployed, or discards it).
+    async fn quarantine_chunk(&self, fold: &mut ProxyFold, chunk: &PendingChunk, error: &StorageError) {
+        let proxy_id = fold.proxy_id.clone();
+        let subject = format!("chunk:{}", chunk.sort_key);
+        tracing::error!(proxy_id, chunk = %chunk.sort_key, error = %error, "pending chunk unreadable; quarantined. Release with {{\"release\": [{{\"proxyId\": \"{proxy_id}\", \"date\": \"{subject}\"}}]}} or discard with {{\"discard\": [...]}}");
+        self.tally(|t| {
+            t.report.days_failed += 1;
+            if t.quarantined_seen.insert((proxy_id.clone(), subject.clone())) {
+                t.report.days_quarantined += 1;
             }
-            for day in chunk.days() {
-                if chunk.folded_days.contains(&day) || failed.contains(&day) {
-                    continue;
-                }
-                if self.skip_quarantined(proxy_id, &keys::day_key(day)) {
-                    skipped.insert(day);
-                    continue;
-                }
-                match chunk.part(day) {
-                    Ok(Some(part)) => {
-                        self.tally(|t| t.report.events_read += part.event_count());
-                        days.entry(day)
-                            .or_default()
-                            .push((chunk.sort_key.clone(), part));
-                        let r = retention.entry(day).or_insert(chunk.retention_days);
-                        *r = (*r).max(chunk.retention_days);
-                    }
-                    Ok(None) => {}
-                    Err(e) => {
-                        days.remove(&day);
-                        failed.insert(day);
-                        self.failed(proxy_id, &keys::day_key(day), &e).await;
-                    }
-                }
-            }
-        }
-        let mut folded: BTreeSet<NaiveDate> = BTreeSet::new();
-        for (day, parts) in &days {
-            let retention_days = retention.get(day).copied().unwrap_or(7);
-            match Box::pin(
-                self.store
-                    .fold_day(proxy_id, *day, parts, retention_days, view),
-            )
+        });
+        let now = self.store.clock().now().timestamp_millis();
+        if let Err(e) = self
+            .store
+            .quarantine_record(&proxy_id, &subject, &error.to_string(), now)
             .await
-            {
-                Ok(outcome) => {
-                    folded.insert(*day);
-                    if outcome.day_written {
-                        self.tally(|t| t.report.days_materialized += 1);
-                    }
-                    let subject = keys::day_key(*day);
-                    if self
-                        .failures
-                        .contains_key(&(proxy_id.to_string(), subject.clone()))
-                        && let Err(e) = self.store.clear_failures(proxy_id, &subject).await
-                    {
-                        tracing::warn!(proxy_id, %day, error = %e, "clearing a failure record failed");
-                    }
-                }
-                Err(e) => self.failed(proxy_id, &keys::day_key(*day), &e).await,
-            }
+        {
+            tracing::error!(proxy_id, error = %e, "recording a quarantined chunk failed");
+            return;
         }
-        let mut left = HashSet::new();
-        for chunk in chunks {
-            if chunk.parts.is_err() {
-                left.insert(chunk.sort_key.clone());
-                continue;
+        match self.store.quarantine_chunk(&proxy_id, chunk).await {
+            Ok(()) => {
+                fold.still_pending.remove(&chunk.sort_key);
             }
-            let done: BTreeSet<NaiveDate> = chunk
-                .days()
-                .into_iter()
-                .filter(|d| folded.contains(d) && !chunk.folded_days.contains(d))
-                .collect();
-            let remaining = chunk
-                .days()
-                .into_iter()
-                .any(|d| !chunk.folded_days.contains(&d) && !done.contains(&d));
-            if remaining {
-                left.insert(chunk.sort_key.clone());
-            }
-            if let Err(e) = self.store.finish_chunk(chunk, &done).await {
-                // The items hold the chunk; the next run finishes it.
-                tracing::warn!(proxy_id, chunk = %chunk.sort_key, error = %e, "finishing a chunk failed");
-                left.insert(chunk.sort_key.clone());
-            }
+            Err(e) => tracing::error!(proxy_id, error = %e, "setting an unreadable chunk aside failed"),
         }
-        left
     }
 
     /// Whether `subject` is quarantined (counted once per run when it is).
@@ -241,12 +287,37 @@ impl Run<'_> {
         false
     }
 
+    /// Whether this run already failed (or quarantined) the day: its later
+    /// chunks wait for the next run rather than fail again.
+    fn failed_day_this_run(&self, proxy_id: &str, day: NaiveDate) -> bool {
+        let key = (proxy_id.to_string(), keys::day_key(day));
+        self.tally
+            .lock()
+            .map(|t| t.failed_this_run(&key))
+            .unwrap_or(false)
+    }
+
+    async fn succeeded(&self, proxy_id: &str, day: NaiveDate) {
+        let subject = keys::day_key(day);
+        if self
+            .failures
+            .contains_key(&(proxy_id.to_string(), subject.clone()))
+            && let Err(e) = self.store.clear_failures(proxy_id, &subject).await
+        {
+            tracing::warn!(proxy_id, %day, error = %e, "clearing a failure record failed");
+        }
+    }
+
     /// Counts a failed day. Only permanent failures count towards
     /// quarantine: a throttled store is no reason to set a day aside.
-    async fn failed(&self, proxy_id: &str, subject: &str, error: &ApiError) {
+    async fn failed(&self, proxy_id: &str, subject: &str, error: &StorageError) {
         tracing::error!(proxy_id, subject, error = %error, "folding failed");
-        self.tally(|t| t.report.days_failed += 1);
-        if matches!(error, ApiError::ServiceUnavailable(_)) {
+        let key = (proxy_id.to_string(), subject.to_string());
+        self.tally(|t| {
+            t.report.days_failed += 1;
+            t.failed.insert(key.clone());
+        });
+        if error.is_transient() {
             return;
         }
         let now = self.store.clock().now().timestamp_millis();
@@ -262,7 +333,6 @@ impl Run<'_> {
                     "quarantined after {} failed runs; release with {{\"release\": [{{\"proxyId\": \"{proxy_id}\", \"date\": \"{subject}\"}}]}}",
                     crate::storage::QUARANTINE_AFTER
                 );
-                let key = (proxy_id.to_string(), subject.to_string());
                 self.tally(|t| {
                     if t.quarantined_seen.insert(key) {
                         t.report.days_quarantined += 1;
@@ -275,11 +345,17 @@ impl Run<'_> {
     }
 }
 
-/// A random place to start a shard at: proxy ids are made of `[A-Za-z0-9._-]`.
-pub(super) fn random_position() -> String {
-    const ALPHABET: &[u8] = b"-.0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz";
-    let mut rng = rand::rng();
-    (0..4)
-        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
-        .collect()
+impl Tally {
+    fn failed_this_run(&self, key: &(String, String)) -> bool {
+        self.failed.contains(key)
+    }
+}
+
+/// What a decoded part takes in memory, for the run's budget: measured on
+/// the decoded state, not on the stored bytes (a compact encoding can
+/// decode to far more).
+fn decoded_bytes(part: &DayPart, encoded: usize) -> usize {
+    // Until sketches report their own heap size: a generous bound per
+    // bucket (a dense sketch store spans at most 2,048 bins of 8 bytes).
+    (part.buckets.len() * (2_048 * 8 + 256)).max(encoded)
 }

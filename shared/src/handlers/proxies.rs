@@ -50,6 +50,7 @@ pub async fn register_proxy(app: &App, request: Request) -> Response<Body> {
             owner_id: caller.user_id.clone(),
             registered_at: app.clock.now(),
             tier: caller.tier,
+            fold_epoch: 0,
         };
         app.store.register_proxy(&proxy).await?;
         success(

@@ -66,7 +66,7 @@ pub async fn get_daily_metrics(app: &App, request: Request) -> Response<Body> {
         let (caller, proxy_id) = reader(app, &request).await?;
         let day = parse_day("date", &path_param(&request, "date")?)?;
         let proxy = owned_proxy(app, &caller, &proxy_id).await?;
-        let days = app.store.read_days(&proxy.proxy_id, day, day).await?;
+        let days = app.store.read_days(&proxy, day, day).await?;
         let empty = Rollup::default();
         let rollup = days.get(&day).unwrap_or(&empty);
         let metrics = DailyMetrics::of(rollup, day, Some(proxy.registered_at), app.clock.now());
@@ -184,7 +184,7 @@ pub async fn get_daily_range(app: &App, request: Request) -> Response<Body> {
         let end = query_day(&request, "endDate")?;
         check_range(&caller, start, end, ("startDate", "endDate"))?;
         let proxy = owned_proxy(app, &caller, &proxy_id).await?;
-        let days = app.store.read_days(&proxy.proxy_id, start, end).await?;
+        let days = app.store.read_days(&proxy, start, end).await?;
         let now = app.clock.now();
         let empty = Rollup::default();
         let metrics: Vec<DailyMetrics> = days_inclusive(start, end)
@@ -229,7 +229,7 @@ pub async fn get_aggregation(app: &App, request: Request) -> Response<Body> {
         let end = query_day(&request, "periodEnd")?;
         check_range(&caller, start, end, ("periodStart", "periodEnd"))?;
         let proxy = owned_proxy(app, &caller, &proxy_id).await?;
-        let days = app.store.read_days(&proxy.proxy_id, start, end).await?;
+        let days = app.store.read_days(&proxy, start, end).await?;
         let metrics = AggregatedMetrics::of(
             &days,
             start,
@@ -265,7 +265,7 @@ pub async fn get_summary(app: &App, request: Request) -> Response<Body> {
         let windows = SummaryWindows::at(now);
         let from = DateTime::from_timestamp_millis(windows.last_day_from_ms).unwrap_or(now);
         let to = DateTime::from_timestamp_millis(windows.to_ms).unwrap_or(now);
-        let buckets = app.store.read_buckets(&proxy.proxy_id, from, to).await?;
+        let buckets = app.store.read_buckets(&proxy, from, to).await?;
         let (last_hour, last_24_hours) = windows.fold(&buckets);
         // The latest event and concurrency: from the last 24 hours, else
         // from the days of the last week.
@@ -275,7 +275,7 @@ pub async fn get_summary(app: &App, request: Request) -> Response<Body> {
             let first = today - Duration::days(LATEST_LOOKBACK_DAYS - 1);
             for day in app
                 .store
-                .read_days(&proxy.proxy_id, first, today)
+                .read_days(&proxy, first, today)
                 .await?
                 .values()
             {

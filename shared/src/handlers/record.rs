@@ -7,7 +7,7 @@ use crate::error::ApiError;
 use crate::http::{
     App, authenticate, header, json_body, owned_proxy, path_param, respond, success,
 };
-use crate::storage::{Destination, EventStatus, Sequence, SequencedOutcome};
+use crate::storage::{Destination, EventStatus, Sequence, SequencedOutcome, body_fingerprint};
 
 /// `POST /proxy/metrics/{proxyId}/record`
 pub async fn record_metrics(app: &App, request: Request) -> Response<Body> {
@@ -30,6 +30,9 @@ pub async fn record_metrics(app: &App, request: Request) -> Response<Body> {
         .map(|(producer_id, sequence)| Sequence {
             producer_id,
             sequence,
+            // Of the bytes as sent: a retry sends the same bytes, while the
+            // parsed events differ (ids and timestamps the server fills in).
+            fingerprint: body_fingerprint(request.body().as_ref()),
         });
         let idempotency_key = header(&request, "idempotency-key")?;
         if sequence.is_some() && idempotency_key.is_some() {
@@ -61,6 +64,11 @@ pub async fn record_metrics(app: &App, request: Request) -> Response<Body> {
                     }
                     SequencedOutcome::Gap { expected } => {
                         return Err(ApiError::SequenceGap { expected });
+                    }
+                    SequencedOutcome::Conflict => {
+                        return Err(ApiError::SequenceConflict {
+                            sequence: sequence.sequence,
+                        });
                     }
                 }
             }

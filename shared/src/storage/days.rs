@@ -1,104 +1,66 @@
 //! Reading days and buckets: the materialised items plus whatever pending
-//! chunks they do not hold yet (read-your-writes).
+//! chunks they do not hold yet (read-your-writes), exactly, whatever the
+//! timing of the aggregation.
 //!
-//! Every materialised item (a day, a five-minute bucket) records which
-//! chunks it holds (`folded`: their sort keys, for a while after folding),
-//! and a chunk records which of its days are folded. A read takes the
-//! proxy's pending chunks first, then the items, and adds a chunk's part to
-//! an item only if neither says it is already in: whichever way a fold
-//! races the read, each part is counted once.
+//! Every materialised item (a day, a five-minute bucket) records in
+//! `folded` which chunks it holds and whose deletion it has not yet seen.
+//! The aggregation writes an item (adding chunks), then moves the proxy's
+//! fold epoch, then deletes those chunks; it drops a chunk from `folded`
+//! only after its deletion. A read takes, in this order:
+//!
+//! 1. the fold epoch (E0; the ownership read's proxy item carries it),
+//! 2. the items (I), 3. the pending chunks of the same days (P),
+//! 4. the fold epoch again (E1),
+//!
+//! and adds a chunk of P to an item of I unless the item's `folded` names it.
+//! - Never twice: a chunk in P still existed after I was read, so it was not
+//!   yet dropped from the `folded` of an item that held it at I.
+//! - Never missed: a chunk recorded before the read is in P, or in an item at
+//!   I, or was folded and deleted between I and P — and then the epoch moved
+//!   between E0 and E1, and the read is taken again.
+//!
+//! Memory stays bounded whatever the backlog: items are read a month at a
+//! time, pending chunks a page at a time, each decoded, added and dropped.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::time::{Duration, Instant};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::codec::decode_body;
+use super::error::StorageError;
 use super::keys::{self, day_key, parse_day_key};
-use super::record::ChunkBody;
+use super::pending::PendingChunk;
+use super::proxies::Proxy;
 use super::{Store, get_blob, get_n, get_s};
-use crate::domain::rollup::{Bucket, DayPart, Rollup, bucket_start_ms, day_start_ms};
-use crate::error::ApiError;
+use crate::domain::rollup::{Bucket, Rollup, bucket_start_ms, day_start_ms};
 
-/// A read whose two queries lie further apart than this is taken again: the
-/// `folded` records it relies on are kept at least twice as long.
-const MAX_READ_SPAN: Duration = Duration::from_secs(60);
+/// Attempts at a read whose epoch moved under it (the aggregation folded
+/// the days it reads meanwhile) before answering 503.
+const READ_ATTEMPTS: u32 = 4;
+/// Days of items read at once (then their pending chunks).
+const READ_WINDOW_DAYS: i64 = 31;
+/// A read answers 503 rather than decode more pending chunks than this: the
+/// aggregation is that far behind, and it will catch up (reads are bounded
+/// in time and memory whatever the backlog).
+pub const READ_PENDING_BUDGET_BYTES: usize = 64 * 1024 * 1024;
 
-/// A chunk as read from the pending partition.
-#[derive(Debug, Clone)]
-pub struct PendingChunk {
-    pub sort_key: String,
-    pub proxy_id: String,
-    /// Raw retention (days) of the owner's tier when it was recorded.
-    pub retention_days: i64,
-    /// Days of this chunk already folded into their items.
-    pub folded_days: BTreeSet<NaiveDate>,
-    /// Its day parts, still encoded; `Err` if the chunk cannot be read at all.
-    pub parts: Result<Vec<(NaiveDate, Vec<u8>)>, String>,
-    /// Stored size, for the aggregation's budget.
-    pub bytes: usize,
+/// Where a read hands the days it found, in order (days without events are
+/// not handed). A read that has to start again calls `reset` first.
+pub trait DaySink {
+    fn reset(&mut self);
+    fn day(&mut self, day: NaiveDate, rollup: Rollup) -> Result<(), StorageError>;
 }
 
-impl PendingChunk {
-    pub(super) fn from_item(item: &HashMap<String, AttributeValue>) -> Option<Self> {
-        let sort_key = get_s(item, keys::SK)?.to_string();
-        let proxy_id = keys::proxy_of_pending(&sort_key)?.to_string();
-        let body = get_blob(item, "body").unwrap_or_default();
-        let parts = decode_body::<ChunkBody>(body)
-            .map_err(|e| e.to_string())
-            .and_then(|parts| {
-                parts
-                    .into_iter()
-                    .map(|(day, bytes)| {
-                        parse_day_key(&day)
-                            .map(|d| (d, bytes))
-                            .ok_or_else(|| format!("chunk names no day: {day:?}"))
-                    })
-                    .collect()
-            });
-        let folded_days = item
-            .get("foldedDays")
-            .and_then(|v| v.as_ss().ok())
-            .map(|days| days.iter().filter_map(|d| parse_day_key(d)).collect())
-            .unwrap_or_default();
-        Some(Self {
-            bytes: body.len() + sort_key.len() + 64,
-            sort_key,
-            proxy_id,
-            retention_days: get_n(item, "retention").map_or(7, |d| d as i64),
-            folded_days,
-            parts,
-        })
+impl DaySink for BTreeMap<NaiveDate, Rollup> {
+    fn reset(&mut self) {
+        self.clear();
     }
 
-    /// The chunk's parts, or why it cannot be read (a reader must not
-    /// answer without it: that would be a wrong number, not a missing one).
-    pub fn readable(&self) -> Result<(), ApiError> {
-        self.parts.as_ref().map(|_| ()).map_err(|e| {
-            ApiError::Internal(format!("pending chunk {} unreadable: {e}", self.sort_key))
-        })
-    }
-
-    /// The days this chunk has parts for (none if it cannot be read).
-    pub fn days(&self) -> Vec<NaiveDate> {
-        self.parts
-            .as_ref()
-            .map(|p| p.iter().map(|(d, _)| *d).collect())
-            .unwrap_or_default()
-    }
-
-    /// The decoded part for `day`, if the chunk has one.
-    pub fn part(&self, day: NaiveDate) -> Result<Option<DayPart>, ApiError> {
-        let parts = self.parts.as_ref().map_err(|e| {
-            ApiError::Internal(format!("pending chunk {} unreadable: {e}", self.sort_key))
-        })?;
-        parts
-            .iter()
-            .find(|(d, _)| *d == day)
-            .map(|(_, bytes)| decode_body::<DayPart>(bytes))
-            .transpose()
+    fn day(&mut self, day: NaiveDate, rollup: Rollup) -> Result<(), StorageError> {
+        self.insert(day, rollup);
+        Ok(())
     }
 }
 
@@ -127,44 +89,43 @@ pub struct Versioned<T> {
     pub version: u64,
 }
 
+/// Whether `folded` names the chunk of `sort_key` (by identity: a chunk
+/// moved from the v2 layout is recognised under its v2 key).
 pub(super) fn holds(folded: &Folded, sort_key: &str) -> bool {
-    folded.iter().any(|(k, _)| k == sort_key)
+    let identity = keys::chunk_identity(sort_key);
+    folded.iter().any(|(k, _)| keys::chunk_identity(k) == identity)
+}
+
+/// The identities an item's `folded` names.
+fn identities(folded: &Folded) -> HashSet<&str> {
+    folded.iter().map(|(k, _)| keys::chunk_identity(k)).collect()
 }
 
 impl Store {
-    /// Every pending chunk of a proxy (all days), strongly consistent.
-    pub async fn pending_chunks_of(&self, proxy_id: &str) -> Result<Vec<PendingChunk>, ApiError> {
-        let shard = keys::pending_shard(proxy_id);
-        let items = self
-            .query_prefix(
-                keys::pending_partition(shard),
-                keys::pending_prefix(proxy_id),
-                "read pending chunks",
-            )
-            .await?;
-        Ok(items.iter().filter_map(PendingChunk::from_item).collect())
-    }
-
-    /// Materialised days of `[start, end]`.
+    /// Materialised days of `[start, end]`; an item that cannot be decoded
+    /// is left out (and logged).
     pub async fn stored_days(
         &self,
         proxy_id: &str,
         start: NaiveDate,
         end: NaiveDate,
-    ) -> Result<BTreeMap<NaiveDate, Versioned<StoredDay>>, ApiError> {
-        let items = self
-            .query_all(
-                keys::day_partition(proxy_id),
-                Some((day_key(start), day_key(end))),
-                "read days",
-            )
-            .await?;
+    ) -> Result<BTreeMap<NaiveDate, Versioned<StoredDay>>, StorageError> {
         let mut out = BTreeMap::new();
-        for item in &items {
-            if let Some(day) = get_s(item, keys::SK).and_then(parse_day_key) {
-                out.insert(day, versioned::<StoredDay>(item)?);
-            }
-        }
+        self.query_each(
+            keys::day_partition(proxy_id),
+            Some((day_key(start), day_key(end))),
+            "read days",
+            |item| {
+                if let Some(key) = get_s(item, keys::SK)
+                    && let Some(day) = parse_day_key(key)
+                    && let Some(value) = readable(proxy_id, key, versioned::<StoredDay>(item))
+                {
+                    out.insert(day, value);
+                }
+                Ok(())
+            },
+        )
+        .await?;
         Ok(out)
     }
 
@@ -174,69 +135,120 @@ impl Store {
         proxy_id: &str,
         from: (NaiveDate, u16),
         to: (NaiveDate, u16),
-    ) -> Result<BTreeMap<(NaiveDate, u16), Versioned<StoredBucket>>, ApiError> {
-        let items = self
-            .query_all(
-                keys::bucket_partition(proxy_id),
-                Some((
-                    keys::bucket_sort_key(from.0, from.1),
-                    keys::bucket_sort_key(to.0, to.1),
-                )),
-                "read buckets",
-            )
-            .await?;
+    ) -> Result<BTreeMap<(NaiveDate, u16), Versioned<StoredBucket>>, StorageError> {
         let mut out = BTreeMap::new();
-        for item in &items {
-            if let Some(at) = get_s(item, keys::SK).and_then(keys::parse_bucket_sort_key) {
-                out.insert(at, versioned::<StoredBucket>(item)?);
-            }
-        }
+        self.query_each(
+            keys::bucket_partition(proxy_id),
+            Some((
+                keys::bucket_sort_key(from.0, from.1),
+                keys::bucket_sort_key(to.0, to.1),
+            )),
+            "read buckets",
+            |item| {
+                if let Some(key) = get_s(item, keys::SK)
+                    && let Some(at) = keys::parse_bucket_sort_key(key)
+                    && let Some(value) = readable(proxy_id, key, versioned::<StoredBucket>(item))
+                {
+                    out.insert(at, value);
+                }
+                Ok(())
+            },
+        )
+        .await?;
         Ok(out)
     }
 
-    /// Every day of `[start, end]` that has events, reflecting every event
-    /// recorded before the call. Two queries: the proxy's pending chunks,
-    /// then its materialised days.
-    pub async fn read_days(
+    /// Every day of `[start, end]` that has events, in order, to `sink`,
+    /// reflecting every event recorded before the call (see the module's
+    /// comment). `proxy` must come from a strongly consistent read made
+    /// before this call (its fold epoch is E0).
+    pub async fn read_days_into(
         &self,
-        proxy_id: &str,
+        proxy: &Proxy,
         start: NaiveDate,
         end: NaiveDate,
-    ) -> Result<BTreeMap<NaiveDate, Rollup>, ApiError> {
-        let (pending, stored) = self
-            .consistent_pair(
-                || self.pending_chunks_of(proxy_id),
-                || self.stored_days(proxy_id, start, end),
-            )
-            .await?;
-        combine_days(&pending, &stored, start, end)
+        sink: &mut impl DaySink,
+    ) -> Result<(), StorageError> {
+        let proxy_id = proxy.proxy_id.as_str();
+        let mut epoch = proxy.fold_epoch;
+        for _ in 0..READ_ATTEMPTS {
+            sink.reset();
+            let mut budget = PendingBudget::default();
+            let mut from = start;
+            while from <= end {
+                let to = end.min(from + chrono::Duration::days(READ_WINDOW_DAYS - 1));
+                let stored = self.stored_days(proxy_id, from, to).await?;
+                let mut days: BTreeMap<NaiveDate, Rollup> = stored
+                    .iter()
+                    .map(|(day, item)| (*day, item.value.rollup.clone()))
+                    .collect();
+                let folded: HashMap<NaiveDate, HashSet<&str>> = stored
+                    .iter()
+                    .map(|(day, item)| (*day, identities(&item.value.folded)))
+                    .collect();
+                self.visit_pending(proxy_id, from, to, |chunk| {
+                    budget.take(proxy_id, &chunk)?;
+                    if folded
+                        .get(&chunk.day)
+                        .is_some_and(|f| f.contains(chunk.identity()))
+                    {
+                        return Ok(());
+                    }
+                    if let Some(part) = budget.decode(proxy_id, &chunk) {
+                        days.entry(chunk.day).or_default().merge_part(&part);
+                    }
+                    Ok(())
+                })
+                .await?;
+                for (day, rollup) in days {
+                    sink.day(day, rollup)?;
+                }
+                from = to + chrono::Duration::days(1);
+            }
+            let now = self.fold_epoch(proxy_id).await?;
+            if now == epoch {
+                return Ok(());
+            }
+            tracing::info!(proxy_id, "the days were folded during the read; reading again");
+            epoch = now;
+        }
+        Err(StorageError::Unavailable(format!(
+            "{proxy_id}: the days kept being folded during the read"
+        )))
+    }
+
+    /// Every day of `[start, end]` that has events (see [`Store::read_days_into`]).
+    pub async fn read_days(
+        &self,
+        proxy: &Proxy,
+        start: NaiveDate,
+        end: NaiveDate,
+    ) -> Result<BTreeMap<NaiveDate, Rollup>, StorageError> {
+        let mut days = BTreeMap::new();
+        self.read_days_into(proxy, start, end, &mut days).await?;
+        Ok(days)
     }
 
     /// The five-minute buckets whose start lies in `[from, to]`, reflecting
     /// every event recorded before the call (keyed by their start, ms).
     pub async fn read_buckets(
         &self,
-        proxy_id: &str,
+        proxy: &Proxy,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
-    ) -> Result<BTreeMap<i64, Bucket>, ApiError> {
-        let first = bucket_of(from);
-        let last = bucket_of(to);
-        let (pending, stored) = self
-            .consistent_pair(
-                || self.pending_chunks_of(proxy_id),
-                || self.stored_buckets(proxy_id, first, last),
-            )
+    ) -> Result<BTreeMap<i64, Bucket>, StorageError> {
+        let recent = self
+            .read_recent_from(&proxy.proxy_id, proxy.fold_epoch, None, from, to, 0)
             .await?;
-        combine_buckets(&pending, &stored, first, last)
+        Ok(recent.buckets)
     }
 
     /// What a scrape needs of one proxy, reflecting every event recorded
     /// before the call: `today`'s day, the five-minute buckets whose start
     /// lies in `[from, to]`, and — only when neither holds an event — the
     /// `lookback_days` days before `today` (to find the latest event). The
-    /// pending chunks are read once for all: three queries, four with the
-    /// lookback.
+    /// proxy comes from the owner's index here, which does not carry the
+    /// fold epoch: it is read first.
     pub async fn read_recent(
         &self,
         proxy_id: &str,
@@ -244,132 +256,160 @@ impl Store {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
         lookback_days: i64,
-    ) -> Result<Recent, ApiError> {
+    ) -> Result<Recent, StorageError> {
+        let epoch = self.fold_epoch(proxy_id).await?;
+        self.read_recent_from(proxy_id, epoch, Some(today), from, to, lookback_days)
+            .await
+    }
+
+    async fn read_recent_from(
+        &self,
+        proxy_id: &str,
+        mut epoch: u64,
+        today: Option<NaiveDate>,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        lookback_days: i64,
+    ) -> Result<Recent, StorageError> {
         let first = bucket_of(from);
         let last = bucket_of(to);
-        loop {
-            let started = Instant::now();
-            let pending = self.pending_chunks_of(proxy_id).await?;
-            let (stored_today, stored_buckets) = futures::try_join!(
-                self.stored_days(proxy_id, today, today),
-                self.stored_buckets(proxy_id, first, last),
-            )?;
-            let mut days = combine_days(&pending, &stored_today, today, today)?;
-            let buckets = combine_buckets(&pending, &stored_buckets, first, last)?;
-            let seen = days.values().any(|d| d.stats.last_event_ms.is_some())
-                || buckets.values().any(|b| b.stats.last_event_ms.is_some());
-            if !seen && lookback_days > 0 {
+        for _ in 0..READ_ATTEMPTS {
+            let mut budget = PendingBudget::default();
+            // I: today's item and the buckets; then P: their days' chunks.
+            let stored_today = match today {
+                Some(today) => self.stored_days(proxy_id, today, today).await?,
+                None => BTreeMap::new(),
+            };
+            let stored_buckets = self.stored_buckets(proxy_id, first, last).await?;
+            let mut recent = Recent::default();
+            for (day, item) in &stored_today {
+                recent.days.insert(*day, item.value.rollup.clone());
+            }
+            for ((day, index), item) in &stored_buckets {
+                recent
+                    .buckets
+                    .insert(bucket_start_ms(*day, *index), item.value.bucket.clone());
+            }
+            let day_folded: HashMap<NaiveDate, HashSet<&str>> = stored_today
+                .iter()
+                .map(|(d, item)| (*d, identities(&item.value.folded)))
+                .collect();
+            let bucket_folded: HashMap<(NaiveDate, u16), HashSet<&str>> = stored_buckets
+                .iter()
+                .map(|(at, item)| (*at, identities(&item.value.folded)))
+                .collect();
+            let span_start = today.map_or(first.0, |t| t.min(first.0));
+            let span_end = today.map_or(last.0, |t| t.max(last.0));
+            self.visit_pending(proxy_id, span_start, span_end, |chunk| {
+                budget.take(proxy_id, &chunk)?;
+                let wants_day = today == Some(chunk.day)
+                    && !day_folded
+                        .get(&chunk.day)
+                        .is_some_and(|f| f.contains(chunk.identity()));
+                let wants_buckets = chunk.day >= first.0 && chunk.day <= last.0;
+                if !wants_day && !wants_buckets {
+                    return Ok(());
+                }
+                let Some(part) = budget.decode(proxy_id, &chunk) else {
+                    return Ok(());
+                };
+                if wants_day {
+                    recent.days.entry(chunk.day).or_default().merge_part(&part);
+                }
+                for (index, bucket) in &part.buckets {
+                    let at = (chunk.day, *index);
+                    if at < first
+                        || at > last
+                        || bucket_folded
+                            .get(&at)
+                            .is_some_and(|f| f.contains(chunk.identity()))
+                    {
+                        continue;
+                    }
+                    recent
+                        .buckets
+                        .entry(bucket_start_ms(chunk.day, *index))
+                        .or_default()
+                        .merge(bucket);
+                }
+                Ok(())
+            })
+            .await?;
+            let seen = recent.days.values().any(|d| d.stats.last_event_ms.is_some())
+                || recent.buckets.values().any(|b| b.stats.last_event_ms.is_some());
+            if let Some(today) = today
+                && !seen
+                && lookback_days > 0
+            {
                 let start = today - chrono::Duration::days(lookback_days);
                 let end = today - chrono::Duration::days(1);
-                let stored_older = self.stored_days(proxy_id, start, end).await?;
-                days.extend(combine_days(&pending, &stored_older, start, end)?);
+                let stored = self.stored_days(proxy_id, start, end).await?;
+                let folded: HashMap<NaiveDate, HashSet<&str>> = stored
+                    .iter()
+                    .map(|(d, item)| (*d, identities(&item.value.folded)))
+                    .collect();
+                let mut older: BTreeMap<NaiveDate, Rollup> = stored
+                    .iter()
+                    .map(|(d, item)| (*d, item.value.rollup.clone()))
+                    .collect();
+                self.visit_pending(proxy_id, start, end, |chunk| {
+                    budget.take(proxy_id, &chunk)?;
+                    if folded
+                        .get(&chunk.day)
+                        .is_some_and(|f| f.contains(chunk.identity()))
+                    {
+                        return Ok(());
+                    }
+                    if let Some(part) = budget.decode(proxy_id, &chunk) {
+                        older.entry(chunk.day).or_default().merge_part(&part);
+                    }
+                    Ok(())
+                })
+                .await?;
+                recent.days.extend(older);
             }
-            if started.elapsed() <= MAX_READ_SPAN {
-                return Ok(Recent { days, buckets });
+            let now = self.fold_epoch(proxy_id).await?;
+            if now == epoch {
+                return Ok(recent);
             }
-            tracing::warn!("a read took over {MAX_READ_SPAN:?}; reading again");
+            tracing::info!(proxy_id, "the buckets were folded during the read; reading again");
+            epoch = now;
         }
-    }
-
-    /// Runs the pending-chunks query, then the items query, again if they
-    /// lay too far apart for the `folded` records to be trusted.
-    async fn consistent_pair<A, B, FA, FB, QA, QB>(
-        &self,
-        first: QA,
-        second: QB,
-    ) -> Result<(A, B), ApiError>
-    where
-        QA: Fn() -> FA,
-        QB: Fn() -> FB,
-        FA: std::future::Future<Output = Result<A, ApiError>>,
-        FB: std::future::Future<Output = Result<B, ApiError>>,
-    {
-        loop {
-            let started = Instant::now();
-            let a = first().await?;
-            let b = second().await?;
-            if started.elapsed() <= MAX_READ_SPAN {
-                return Ok((a, b));
-            }
-            tracing::warn!("a read took over {MAX_READ_SPAN:?}; reading again");
-        }
+        Err(StorageError::Unavailable(format!(
+            "{proxy_id}: the buckets kept being folded during the read"
+        )))
     }
 }
 
-/// A reader's view of `[start, end]`: the materialised days, plus each
-/// pending chunk's part for a day unless the chunk or the day item says it
-/// is already in. `pending` must have been read before `stored`.
-pub fn combine_days(
-    pending: &[PendingChunk],
-    stored: &BTreeMap<NaiveDate, Versioned<StoredDay>>,
-    start: NaiveDate,
-    end: NaiveDate,
-) -> Result<BTreeMap<NaiveDate, Rollup>, ApiError> {
-    let mut out: BTreeMap<NaiveDate, Rollup> = stored
-        .iter()
-        .map(|(day, item)| (*day, item.value.rollup.clone()))
-        .collect();
-    for chunk in pending {
-        chunk.readable()?;
-        for day in chunk.days() {
-            if day < start || day > end || chunk.folded_days.contains(&day) {
-                continue;
-            }
-            if stored
-                .get(&day)
-                .is_some_and(|s| holds(&s.value.folded, &chunk.sort_key))
-            {
-                continue;
-            }
-            if let Some(part) = chunk.part(day)? {
-                out.entry(day).or_default().merge_part(&part);
-            }
-        }
-    }
-    Ok(out)
+/// What one read may decode of pending chunks, and what it skipped.
+#[derive(Default)]
+struct PendingBudget {
+    bytes: usize,
 }
 
-/// A reader's view of the buckets from `first` to `last` (inclusive), keyed
-/// by their start (ms): the materialised buckets, plus each pending chunk's
-/// part of a bucket unless the chunk or the bucket item says it is already
-/// in. `pending` must have been read before `stored`.
-pub fn combine_buckets(
-    pending: &[PendingChunk],
-    stored: &BTreeMap<(NaiveDate, u16), Versioned<StoredBucket>>,
-    first: (NaiveDate, u16),
-    last: (NaiveDate, u16),
-) -> Result<BTreeMap<i64, Bucket>, ApiError> {
-    let mut out: BTreeMap<i64, Bucket> = BTreeMap::new();
-    for ((day, index), item) in stored {
-        out.insert(bucket_start_ms(*day, *index), item.value.bucket.clone());
+impl PendingBudget {
+    fn take(&mut self, proxy_id: &str, chunk: &PendingChunk) -> Result<(), StorageError> {
+        self.bytes += chunk.stored_bytes();
+        if self.bytes > READ_PENDING_BUDGET_BYTES {
+            return Err(StorageError::Unavailable(format!(
+                "{proxy_id}: more than {READ_PENDING_BUDGET_BYTES} bytes of pending chunks; \
+                 the aggregation is behind"
+            )));
+        }
+        Ok(())
     }
-    for chunk in pending {
-        chunk.readable()?;
-        for day in chunk.days() {
-            if day < first.0 || day > last.0 || chunk.folded_days.contains(&day) {
-                continue;
-            }
-            let Some(part) = chunk.part(day)? else {
-                continue;
-            };
-            for (index, bucket) in &part.buckets {
-                let at = (day, *index);
-                if at < first || at > last {
-                    continue;
-                }
-                if stored
-                    .get(&at)
-                    .is_some_and(|s| holds(&s.value.folded, &chunk.sort_key))
-                {
-                    continue;
-                }
-                out.entry(bucket_start_ms(day, *index))
-                    .or_default()
-                    .merge(bucket);
+
+    /// The chunk's part; a chunk that cannot be decoded is skipped, logged at
+    /// error level (the aggregation quarantines it), never a failed read.
+    fn decode(&mut self, proxy_id: &str, chunk: &PendingChunk) -> Option<crate::domain::rollup::DayPart> {
+        match chunk.part() {
+            Ok(part) => Some(part),
+            Err(e) => {
+                tracing::error!(proxy_id, chunk = %chunk.sort_key, error = %e, "unreadable pending chunk left out of a read");
+                None
             }
         }
     }
-    Ok(out)
 }
 
 /// What [`Store::read_recent`] read of one proxy.
@@ -392,11 +432,24 @@ pub fn bucket_of(at: DateTime<Utc>) -> (NaiveDate, u16) {
 
 fn versioned<T: serde::de::DeserializeOwned + Default>(
     item: &HashMap<String, AttributeValue>,
-) -> Result<Versioned<T>, ApiError> {
+) -> Result<Versioned<T>, StorageError> {
     let body = get_blob(item, "body")
-        .ok_or_else(|| ApiError::Internal("materialised item without body".into()))?;
+        .ok_or_else(|| StorageError::Corrupt("materialised item without body".into()))?;
     Ok(Versioned {
-        value: decode_body(body)?,
+        value: decode_body(body).map_err(|e| StorageError::Corrupt(e.to_string()))?,
         version: get_n(item, "v").unwrap_or(0),
     })
+}
+
+/// A read meets an item it cannot decode: it is left out of the answer and
+/// logged at error level (the aggregation fails on its day, and quarantines
+/// it), rather than failing every read of the proxy.
+fn readable<T>(proxy_id: &str, key: &str, item: Result<T, StorageError>) -> Option<T> {
+    match item {
+        Ok(value) => Some(value),
+        Err(e) => {
+            tracing::error!(proxy_id, key, error = %e, "unreadable item left out of a read");
+            None
+        }
+    }
 }

@@ -1,71 +1,64 @@
 //! Folding pending chunks into the materialised days and buckets.
 //!
-//! Each materialised item is written with one conditional put: on the
-//! version it was read at, and holding in `folded` the chunks it now
-//! includes. A chunk already in an item's `folded` is never added again, so
-//! a rerun, a crash between two items or two runs at once cannot count a
-//! part twice, and a part is never dropped: a chunk leaves the pending
-//! partition only once every item of every day it touches holds it.
+//! For each batch of a proxy's chunks (one day's chunks of one page, within
+//! a memory budget) a run:
+//! 1. reads the day item and the bucket items the chunks touch;
+//! 2. checks the proxy's fold epoch is still where this run left it (moving
+//!    it first when it will drop entries from `folded`): another run at work
+//!    on the same proxy makes this run leave the proxy for now;
+//! 3. writes each item conditionally on the version it read, adding the
+//!    chunks the item does not hold and naming them in its `folded`;
+//! 4. (the caller) moves the epoch, then deletes the chunks every item holds.
+//!
+//! A chunk already named in an item's `folded` is never added again, so a
+//! rerun, a crash between two steps or two runs at once cannot count it
+//! twice; a chunk is deleted only once every item it touches holds it, so it
+//! is never dropped. An entry leaves `folded` only when its chunk's deletion
+//! came before an epoch move that came before the write dropping it: a read
+//! (see `days.rs`) or a run that saw the chunk pending then sees the epoch
+//! move, and never counts the chunk twice. `folded` lists stay short: they
+//! name the chunks of the last batches only.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use aws_sdk_dynamodb::primitives::Blob;
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity};
-use chrono::{DateTime, Duration, NaiveDate, Utc};
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity, ReturnValue};
+use chrono::NaiveDate;
 use futures::{StreamExt, TryStreamExt, stream};
 
 use super::codec::encode_body;
-use super::days::{Folded, PendingChunk, StoredBucket, StoredDay, Versioned, holds};
-use super::keys::{self, EXPIRES_AT, day_key, n, s};
+use super::days::{Folded, StoredBucket, StoredDay, Versioned, holds};
+use super::error::StorageError;
+use super::keys::{self, EXPIRES_AT, n};
 use super::retry::{classify, with_retries};
 use super::{Store, get_blob, get_n};
 use crate::domain::event::LATE_WINDOW;
 use crate::domain::rollup::{DayPart, Rollup, day_start_ms};
-use crate::error::ApiError;
 
-/// A `folded` record is kept at least this long (readers retry a read whose
-/// two queries are further apart than half of it).
-const FOLDED_KEPT: Duration = Duration::minutes(2);
-/// Attempts at one item when concurrent runs keep moving its version.
-const MAX_ITEM_ATTEMPTS: u32 = 5;
 /// Bucket items written at once.
 const CONCURRENT_BUCKET_WRITES: usize = 8;
+/// An item's `folded` list is pruned (of chunks known deleted) once it is
+/// longer than this: pruning costs an epoch move, so it is done in batches.
+pub const PRUNE_FOLDED_OVER: usize = 64;
 
-/// A page of one pending partition.
-pub struct PendingPage {
-    pub chunks: Vec<PendingChunk>,
-    /// Where the next page starts, if there is one.
-    pub next: Option<String>,
-}
-
-/// What the run knows of a proxy's pending chunks: it read them, in order,
-/// from the first one up to `read_through`. A `folded` record of a chunk in
-/// that range that is no longer pending can go.
-pub struct PendingView {
-    pub read_through: String,
+/// What a run knows of one proxy while it folds it, page after page.
+#[derive(Debug, Clone)]
+pub struct ProxyFold {
+    pub proxy_id: String,
+    /// The fold epoch as this run last saw or left it.
+    pub epoch: u64,
+    /// The last sort key this run's view of the pending chunks reached.
+    pub read_through: Option<String>,
+    /// Chunks seen in the view and not deleted (yet): not gone.
     pub still_pending: HashSet<String>,
-    pub now: DateTime<Utc>,
+    /// Set when another run was found at work on the proxy.
+    pub concurrent: bool,
 }
 
-impl PendingView {
-    /// A view that prunes nothing but what is older than it must keep.
-    pub fn nothing_read(now: DateTime<Utc>) -> Self {
-        Self {
-            read_through: String::new(),
-            still_pending: HashSet::new(),
-            now,
-        }
-    }
+/// A chunk in a fold batch: its sort key and its decoded part.
+pub type BatchChunk = (String, DayPart);
 
-    fn prune(&self, folded: &mut Folded) {
-        let cutoff = (self.now - FOLDED_KEPT).timestamp_millis();
-        folded.retain(|(key, at)| {
-            *at > cutoff || key > &self.read_through || self.still_pending.contains(key)
-        });
-    }
-}
-
-/// What folding one day wrote.
+/// What folding one day's batch did.
 #[derive(Debug, Default)]
 pub struct DayFold {
     /// The day item was written (it holds new chunks).
@@ -73,155 +66,204 @@ pub struct DayFold {
     pub buckets_written: u64,
     /// Events of the parts newly added to the day item.
     pub events: u64,
+    /// The batch's chunks every item now holds: the caller deletes them
+    /// (after moving the epoch).
+    pub done: Vec<String>,
+}
+
+impl ProxyFold {
+    pub fn new(proxy_id: &str, epoch: u64) -> Self {
+        Self {
+            proxy_id: proxy_id.to_string(),
+            epoch,
+            read_through: None,
+            still_pending: HashSet::new(),
+            concurrent: false,
+        }
+    }
+
+    /// Whether an entry of a `folded` list of `day` is known deleted: its
+    /// chunk's place was covered by this run's view and it was not there.
+    fn gone(&self, day: NaiveDate, entry: &str) -> bool {
+        // Markers that name no chunk (the v1 migration's) are never pruned.
+        if !entry.contains('#') {
+            return false;
+        }
+        let place = format!("{}#{}", keys::day_key(day), keys::chunk_identity(entry));
+        self.read_through.as_ref().is_some_and(|r| &place <= r) && !self.still_pending.contains(&place)
+    }
+
+    /// `folded` with the gone entries dropped, if it is long enough to prune.
+    fn pruned(&self, day: NaiveDate, folded: &Folded) -> Option<Folded> {
+        if folded.len() <= PRUNE_FOLDED_OVER {
+            return None;
+        }
+        let kept: Folded = folded
+            .iter()
+            .filter(|(k, _)| !self.gone(day, k))
+            .cloned()
+            .collect();
+        (kept.len() < folded.len()).then_some(kept)
+    }
 }
 
 impl Store {
-    /// Up to `limit` pending chunks of a shard after `after` (exclusive) and
-    /// before `before` (exclusive, if given), strongly consistent.
-    pub async fn pending_page(
-        &self,
-        shard: u32,
-        after: &str,
-        before: Option<&str>,
-        limit: i32,
-    ) -> Result<PendingPage, ApiError> {
-        let pk = keys::pending_partition(shard);
-        let page = with_retries(|| async {
-            let mut query = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .expression_attribute_values(":pk", s(pk.clone()))
-                .expression_attribute_values(":after", s(after))
-                .consistent_read(true)
-                .return_consumed_capacity(ReturnConsumedCapacity::Total)
-                .limit(limit);
-            query = match before {
-                Some(before) => query
-                    .key_condition_expression("pk = :pk AND sk BETWEEN :after AND :before")
-                    .expression_attribute_values(":before", s(before)),
-                None => query.key_condition_expression("pk = :pk AND sk > :after"),
-            };
-            query
-                .send()
-                .await
-                .map_err(|e| classify("read pending page", e))
-        })
-        .await?;
-        self.meter.query(page.consumed_capacity());
-        let chunks: Vec<PendingChunk> = page
-            .items()
-            .iter()
-            .filter_map(PendingChunk::from_item)
-            // BETWEEN is inclusive; the bounds are exclusive here.
-            .filter(|c| {
-                c.sort_key.as_str() > after && before.is_none_or(|b| c.sort_key.as_str() < b)
-            })
-            .collect();
-        let next = page
-            .last_evaluated_key()
-            .and_then(|k| k.get(keys::SK))
-            .and_then(|v| v.as_s().ok())
-            .cloned();
-        Ok(PendingPage { chunks, next })
-    }
-
-    /// Folds the parts of `day` from `chunks` (sort key, part) into the day
-    /// item and its bucket items. Parts an item already holds are skipped.
+    /// Folds one day's batch of chunks into the day item and its bucket
+    /// items (steps 1–3 above). `Ok` with `fold.concurrent` set: another run
+    /// holds the proxy; nothing of the batch is done.
     pub async fn fold_day(
         &self,
-        proxy_id: &str,
+        fold: &mut ProxyFold,
         day: NaiveDate,
-        chunks: &[(String, DayPart)],
+        chunks: &[BatchChunk],
         retention_days: i64,
-        view: &PendingView,
-    ) -> Result<DayFold, ApiError> {
+    ) -> Result<DayFold, StorageError> {
         let mut outcome = DayFold::default();
-        if chunks.is_empty() {
+        if chunks.is_empty() || fold.concurrent {
             return Ok(outcome);
         }
-        // Buckets first, then the day: any order is correct (each item
-        // records what it holds); this one leaves the day item, which marks
-        // the day materialised, for last.
+        let proxy_id = fold.proxy_id.clone();
         let touched: BTreeSet<u16> = chunks
             .iter()
             .flat_map(|(_, part)| part.buckets.keys().copied())
             .collect();
-        if let (Some(first), Some(last)) = (touched.first(), touched.last()) {
-            let stored = self
-                .stored_buckets(proxy_id, (day, *first), (day, *last))
-                .await?;
-            // Raw retention counts from the last moment the day can receive
-            // an event, so it is never shorter than retention after the
-            // day's last event.
-            let expires = (day_start_ms(day) / 1000)
-                + 86_400
-                + LATE_WINDOW.num_seconds()
-                + 86_400 * retention_days;
-            let written: Vec<bool> = stream::iter(touched.iter().copied())
-                .map(|index| {
-                    let current = stored.get(&(day, index)).cloned();
-                    async move {
-                        self.fold_bucket(proxy_id, day, index, current, chunks, expires, view)
-                            .await
-                    }
-                })
-                .buffer_unordered(CONCURRENT_BUCKET_WRITES)
-                .try_collect()
-                .await?;
-            outcome.buckets_written = written.iter().filter(|w| **w).count() as u64;
+        // 1. The items, after the view of the chunks.
+        let stored_day = self.stored_day(&proxy_id, day).await?;
+        let stored_buckets = match (touched.first(), touched.last()) {
+            (Some(first), Some(last)) => {
+                self.stored_buckets(&proxy_id, (day, *first), (day, *last))
+                    .await?
+            }
+            _ => BTreeMap::new(),
+        };
+        // What each item becomes.
+        let now_ms = self.clock.now().timestamp_millis();
+        let mut prunes = false;
+        let mut bucket_writes = Vec::new();
+        for index in &touched {
+            let current = stored_buckets.get(&(day, *index)).cloned().unwrap_or_default();
+            let mut next = current.value.clone();
+            let mut added = Vec::new();
+            for (key, part) in chunks {
+                if let Some(bucket) = part.buckets.get(index)
+                    && !holds(&next.folded, key)
+                {
+                    next.bucket.merge(bucket);
+                    added.push(key.clone());
+                }
+            }
+            if added.is_empty() {
+                continue;
+            }
+            if let Some(kept) = fold.pruned(day, &next.folded) {
+                next.folded = kept;
+                prunes = true;
+            }
+            next.folded.extend(added.into_iter().map(|k| (k, now_ms)));
+            bucket_writes.push((*index, current.version, next));
         }
-        let contributions: Vec<(String, Rollup)> = chunks
-            .iter()
-            .map(|(key, part)| {
+        let mut day_next = stored_day.value.clone();
+        let before = day_next.rollup.event_count();
+        let mut added = Vec::new();
+        for (key, part) in chunks {
+            if !holds(&day_next.folded, key) {
                 let mut rollup = Rollup::default();
                 rollup.merge_part(part);
-                (key.clone(), rollup)
+                day_next.rollup.merge(&rollup);
+                outcome.events += rollup.event_count();
+                added.push(key.clone());
+            }
+        }
+        // Monotonic: a day item is only ever replaced by one holding more.
+        if day_next.rollup.event_count() < before {
+            return Err(StorageError::Internal(format!(
+                "refusing to replace {proxy_id} {day} ({before} events) with fewer"
+            )));
+        }
+        let day_write = !added.is_empty();
+        if day_write {
+            if let Some(kept) = fold.pruned(day, &day_next.folded) {
+                day_next.folded = kept;
+                prunes = true;
+            }
+            day_next.folded.extend(added.into_iter().map(|k| (k, now_ms)));
+        }
+        // 2. Nobody else at work on this proxy since this run's view.
+        let epoch_now = if prunes {
+            self.move_fold_epoch(&proxy_id).await?
+        } else {
+            self.fold_epoch(&proxy_id).await?
+        };
+        let expected = fold.epoch + u64::from(prunes);
+        if epoch_now != expected {
+            fold.concurrent = true;
+            return Ok(outcome);
+        }
+        fold.epoch = epoch_now;
+        // 3. The items, each on the version it was read at.
+        let expires = (day_start_ms(day) / 1000)
+            + 86_400
+            + LATE_WINDOW.num_seconds()
+            + 86_400 * retention_days;
+        let written: Vec<bool> = stream::iter(bucket_writes)
+            .map(|(index, version, next)| {
+                let proxy_id = proxy_id.clone();
+                async move {
+                    let mut item = keys::bucket(&proxy_id, day, index);
+                    item.insert(EXPIRES_AT.into(), n(expires));
+                    self.put_versioned(item, &next, version, "write bucket").await
+                }
             })
-            .collect();
-        let (written, events) = self
-            .merge_into_day(proxy_id, day, &contributions, view)
+            .buffer_unordered(CONCURRENT_BUCKET_WRITES)
+            .try_collect()
             .await?;
-        outcome.day_written = written;
-        outcome.events = events;
+        outcome.buckets_written = written.iter().filter(|w| **w).count() as u64;
+        if written.iter().any(|w| !w) {
+            // An item moved since it was read: another run is folding.
+            fold.concurrent = true;
+            outcome.events = 0;
+            return Ok(outcome);
+        }
+        if day_write {
+            let mut item = keys::day(&proxy_id, day);
+            item.insert("events".into(), n(day_next.rollup.event_count()));
+            if !self
+                .put_versioned(item, &day_next, stored_day.version, "write day")
+                .await?
+            {
+                fold.concurrent = true;
+                outcome.events = 0;
+                return Ok(outcome);
+            }
+            outcome.day_written = true;
+        }
+        outcome.done = chunks.iter().map(|(key, _)| key.clone()).collect();
         Ok(outcome)
     }
 
-    /// Adds each `(key, rollup)` the day item does not hold yet, recording
-    /// `key` in it. Returns whether it wrote, and the events it added.
+    /// Adds `(key, rollup)` contributions the day item does not hold yet
+    /// (the v1 migration's way in), on the version read, a few attempts.
     pub(super) async fn merge_into_day(
         &self,
         proxy_id: &str,
         day: NaiveDate,
         contributions: &[(String, Rollup)],
-        view: &PendingView,
-    ) -> Result<(bool, u64), ApiError> {
-        let mut current = self.stored_day(proxy_id, day).await?;
-        for attempt in 1..=MAX_ITEM_ATTEMPTS {
-            let new: Vec<&(String, Rollup)> = contributions
-                .iter()
-                .filter(|(key, _)| !holds(&current.value.folded, key))
-                .collect();
-            if new.is_empty() {
+    ) -> Result<(bool, u64), StorageError> {
+        for _ in 0..5 {
+            let current = self.stored_day(proxy_id, day).await?;
+            let mut next = current.value.clone();
+            let mut events = 0;
+            let now_ms = self.clock.now().timestamp_millis();
+            for (key, rollup) in contributions {
+                if !holds(&next.folded, key) {
+                    next.rollup.merge(rollup);
+                    events += rollup.event_count();
+                    next.folded.push((key.clone(), now_ms));
+                }
+            }
+            if events == 0 {
                 return Ok((false, 0));
             }
-            let mut next = current.value.clone();
-            let before = next.rollup.event_count();
-            let mut events = 0;
-            for (_, rollup) in &new {
-                next.rollup.merge(rollup);
-                events += rollup.event_count();
-            }
-            // Monotonic: a day item is only ever replaced by one holding more.
-            if next.rollup.event_count() < before {
-                return Err(ApiError::Internal(format!(
-                    "refusing to replace {proxy_id} {day} ({before} events) with fewer"
-                )));
-            }
-            view.prune(&mut next.folded);
-            let at = view.now.timestamp_millis();
-            next.folded
-                .extend(new.iter().map(|(key, _)| (key.clone(), at)));
             let mut item = keys::day(proxy_id, day);
             item.insert("events".into(), n(next.rollup.event_count()));
             if self
@@ -230,64 +272,70 @@ impl Store {
             {
                 return Ok((true, events));
             }
-            tracing::info!(proxy_id, %day, attempt, "day item moved under us; reading it again");
-            current = self.stored_day(proxy_id, day).await?;
         }
-        Err(ApiError::ServiceUnavailable(format!(
+        Err(StorageError::Unavailable(format!(
             "{proxy_id} {day}: the day item kept changing"
         )))
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn fold_bucket(
+    /// Adds one part recorded under `marker` (not a chunk: nothing to
+    /// delete, so no epoch to move) to the day and its buckets, unless each
+    /// item holds it already. The v1 migration's way in.
+    pub(super) async fn fold_marked_part(
         &self,
         proxy_id: &str,
         day: NaiveDate,
-        index: u16,
-        mut current: Option<Versioned<StoredBucket>>,
-        chunks: &[(String, DayPart)],
-        expires: i64,
-        view: &PendingView,
-    ) -> Result<bool, ApiError> {
-        for _ in 0..MAX_ITEM_ATTEMPTS {
-            let stored = current.take().unwrap_or_default();
-            let mut next = stored.value.clone();
-            let mut added = Vec::new();
-            for (key, part) in chunks {
-                if let Some(bucket) = part.buckets.get(&index)
-                    && !holds(&next.folded, key)
+        marker: &str,
+        part: &DayPart,
+        retention_days: i64,
+    ) -> Result<(), StorageError> {
+        let expires = (day_start_ms(day) / 1000)
+            + 86_400
+            + LATE_WINDOW.num_seconds()
+            + 86_400 * retention_days;
+        for (index, bucket) in &part.buckets {
+            let mut attempts = 0;
+            loop {
+                attempts += 1;
+                let current = self
+                    .get_versioned::<StoredBucket>(keys::bucket(proxy_id, day, *index), "read bucket")
+                    .await?
+                    .unwrap_or_default();
+                if holds(&current.value.folded, marker) {
+                    break;
+                }
+                let mut next = current.value.clone();
+                next.bucket.merge(bucket);
+                next.folded.push((marker.to_string(), self.clock.now().timestamp_millis()));
+                let mut item = keys::bucket(proxy_id, day, *index);
+                item.insert(EXPIRES_AT.into(), n(expires));
+                if self
+                    .put_versioned(item, &next, current.version, "write bucket")
+                    .await?
                 {
-                    next.bucket.merge(bucket);
-                    added.push(key.clone());
+                    break;
+                }
+                if attempts >= 5 {
+                    return Err(StorageError::Unavailable(format!(
+                        "{proxy_id} {day} bucket {index}: the item kept changing"
+                    )));
                 }
             }
-            if added.is_empty() {
-                return Ok(false);
-            }
-            view.prune(&mut next.folded);
-            let at = view.now.timestamp_millis();
-            next.folded.extend(added.into_iter().map(|key| (key, at)));
-            let mut item = keys::bucket(proxy_id, day, index);
-            item.insert(EXPIRES_AT.into(), n(expires));
-            if self
-                .put_versioned(item, &next, stored.version, "write bucket")
-                .await?
-            {
-                return Ok(true);
-            }
-            current = self.stored_bucket(proxy_id, day, index).await?;
         }
-        Err(ApiError::ServiceUnavailable(format!(
-            "{proxy_id} {day} bucket {index}: the item kept changing"
-        )))
+        let mut rollup = Rollup::default();
+        rollup.merge_part(part);
+        self.merge_into_day(proxy_id, day, &[(marker.to_string(), rollup)])
+            .await?;
+        Ok(())
     }
 
-    /// The day item (strongly consistent), empty at version 0 if absent.
+    /// The day item (strongly consistent), empty at version 0 if absent;
+    /// [`StorageError::Corrupt`] if it cannot be decoded.
     pub async fn stored_day(
         &self,
         proxy_id: &str,
         day: NaiveDate,
-    ) -> Result<Versioned<StoredDay>, ApiError> {
+    ) -> Result<Versioned<StoredDay>, StorageError> {
         let key = keys::day(proxy_id, day);
         Ok(self
             .get_versioned::<StoredDay>(key, "read day")
@@ -295,41 +343,32 @@ impl Store {
             .unwrap_or_default())
     }
 
-    async fn stored_bucket(
-        &self,
-        proxy_id: &str,
-        day: NaiveDate,
-        index: u16,
-    ) -> Result<Option<Versioned<StoredBucket>>, ApiError> {
-        self.get_versioned(keys::bucket(proxy_id, day, index), "read bucket")
-            .await
-    }
-
     async fn get_versioned<T: serde::de::DeserializeOwned + Default>(
         &self,
         key: keys::Key,
         operation: &str,
-    ) -> Result<Option<Versioned<T>>, ApiError> {
+    ) -> Result<Option<Versioned<T>>, StorageError> {
         let Some(item) = self.get_item(key, operation).await? else {
             return Ok(None);
         };
         let body = get_blob(&item, "body")
-            .ok_or_else(|| ApiError::Internal(format!("{operation}: item without body")))?;
+            .ok_or_else(|| StorageError::Corrupt(format!("{operation}: item without body")))?;
         Ok(Some(Versioned {
-            value: super::codec::decode_body(body)?,
+            value: super::codec::decode_body(body)
+                .map_err(|e| StorageError::Corrupt(format!("{operation}: {e}")))?,
             version: get_n(&item, "v").unwrap_or(0),
         }))
     }
 
     /// Puts `item` + `body` at version `read + 1` if the stored item is still
-    /// at `read` (0: absent). `Ok(false)`: it moved; read it again.
+    /// at `read` (0: absent). `Ok(false)`: it moved.
     async fn put_versioned<T: serde::Serialize>(
         &self,
         mut item: keys::Key,
         body: &T,
         read: u64,
         operation: &str,
-    ) -> Result<bool, ApiError> {
+    ) -> Result<bool, StorageError> {
         item.insert("v".into(), n(read + 1));
         item.insert(
             "body".into(),
@@ -363,58 +402,29 @@ impl Store {
         .await
     }
 
-    /// After its days are folded: a chunk with nothing left leaves the
-    /// pending partition; otherwise it records which days are done.
-    pub async fn finish_chunk(
-        &self,
-        chunk: &PendingChunk,
-        folded_now: &BTreeSet<NaiveDate>,
-    ) -> Result<(), ApiError> {
-        let key = keys::pending_chunk(&chunk.proxy_id, &chunk.sort_key);
-        let remaining = chunk
-            .days()
-            .into_iter()
-            .filter(|d| !chunk.folded_days.contains(d) && !folded_now.contains(d))
-            .count();
-        if remaining == 0 {
-            return with_retries(|| async {
-                self.client
-                    .delete_item()
-                    .table_name(&self.table)
-                    .set_key(Some(key.clone()))
-                    .return_consumed_capacity(ReturnConsumedCapacity::Total)
-                    .send()
-                    .await
-                    .map(|out| self.meter.write(out.consumed_capacity()))
-                    .map_err(|e| classify("delete folded chunk", e))
-            })
-            .await;
-        }
-        if folded_now.is_empty() {
-            return Ok(());
-        }
-        let days: Vec<String> = folded_now.iter().map(|d| day_key(*d)).collect();
-        with_retries(|| async {
+    /// Moves the proxy's fold epoch and returns where it now is.
+    pub async fn move_fold_epoch(&self, proxy_id: &str) -> Result<u64, StorageError> {
+        let key = keys::proxy(proxy_id);
+        let out = with_retries(|| async {
             self.client
                 .update_item()
                 .table_name(&self.table)
                 .set_key(Some(key.clone()))
-                .update_expression("ADD foldedDays :days")
+                .update_expression("ADD foldEpoch :one")
                 .condition_expression("attribute_exists(pk)")
-                .expression_attribute_values(":days", AttributeValue::Ss(days.clone()))
+                .expression_attribute_values(":one", n(1))
+                .return_values(ReturnValue::UpdatedNew)
                 .return_consumed_capacity(ReturnConsumedCapacity::Total)
                 .send()
                 .await
-                .map(|out| self.meter.write(out.consumed_capacity()))
-                .or_else(|err| {
-                    if is_condition_failure(&err) {
-                        Ok(()) // folded and deleted by a concurrent run
-                    } else {
-                        Err(classify("mark chunk days folded", err))
-                    }
-                })
+                .map_err(|e| classify("move fold epoch", e))
         })
-        .await
+        .await?;
+        self.meter.write(out.consumed_capacity());
+        Ok(out
+            .attributes()
+            .and_then(|a| get_n(a, "foldEpoch"))
+            .unwrap_or(0))
     }
 }
 

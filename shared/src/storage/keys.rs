@@ -13,7 +13,8 @@ use crate::domain::rollup::BUCKET_MS;
 
 pub type Key = HashMap<String, AttributeValue>;
 
-/// The pending chunks are spread over this many partitions (by proxy).
+/// Proxies with pending chunks are listed in this many partitions (by
+/// proxy): the aggregation's unit of fan-out (`detail.shards`).
 pub const PENDING_SHARDS: u32 = 16;
 
 pub const PK: &str = "pk";
@@ -68,8 +69,65 @@ pub fn event_id(proxy_id: &str, event_id: &str) -> Key {
     key(format!("EVENTID#{proxy_id}#{event_id}"), "EVENTID".into())
 }
 
-/// The pending partition a proxy's chunks live in: a stable hash (FNV-1a,
-/// unlike std's hasher the same in every process and release).
+/// A proxy's pending chunks: one partition per proxy, so a tenant recording
+/// at its limit heats only its own partition.
+pub fn pending_partition(proxy_id: &str) -> String {
+    format!("PENDING#{proxy_id}")
+}
+
+/// A chunk's sort key: by day, then by the time it was received. A read of
+/// some days takes only their ranges; a quarantined day is one range the
+/// aggregation steps over without reading it.
+pub fn pending_sort_key(day: NaiveDate, received_ms: i64, chunk_id: &str) -> String {
+    format!("{}#{received_ms:013}#{chunk_id}", day_key(day))
+}
+
+/// Every chunk of `day` begins with this.
+pub fn pending_day_prefix(day: NaiveDate) -> String {
+    format!("{}#", day_key(day))
+}
+
+/// The first sort key after every chunk of `day`.
+pub fn pending_day_after(day: NaiveDate) -> String {
+    format!("{}$", day_key(day))
+}
+
+/// The day a chunk's sort key belongs to.
+pub fn day_of_pending(sort_key: &str) -> Option<NaiveDate> {
+    sort_key.split_once('#').and_then(|(day, _)| parse_day_key(day))
+}
+
+/// What identifies a chunk inside the `folded` lists of the items it was
+/// folded into: its sort key without the leading day (v3) or proxy (v2)
+/// field, `{receivedMs}#{id}`. A v2 chunk moved into the v3 layout keeps its
+/// identity, so an item that folded it before the move still knows it.
+pub fn chunk_identity(sort_key: &str) -> &str {
+    sort_key.split_once('#').map_or(sort_key, |(_, rest)| rest)
+}
+
+pub fn pending_chunk(proxy_id: &str, sort_key: &str) -> Key {
+    key(pending_partition(proxy_id), sort_key.to_string())
+}
+
+/// Chunks that could not be decoded, set aside (same sort keys) until an
+/// operator releases them back or discards them.
+pub fn quarantined_chunk_partition(proxy_id: &str) -> String {
+    format!("QCHUNK#{proxy_id}")
+}
+
+pub fn quarantined_chunk(proxy_id: &str, sort_key: &str) -> Key {
+    key(quarantined_chunk_partition(proxy_id), sort_key.to_string())
+}
+
+/// Which proxies have pending chunks: one small item per proxy in one of
+/// [`PENDING_SHARDS`] partitions, written at most every few minutes per
+/// proxy and function instance (not per request), so no shard is hot.
+pub fn dirty_partition(shard: u32) -> String {
+    format!("DIRTY#{shard}")
+}
+
+/// The shard of a proxy's dirty mark: a stable hash (FNV-1a, unlike std's
+/// hasher the same in every process and release).
 pub fn pending_shard(proxy_id: &str) -> u32 {
     let mut h: u32 = 0x811c_9dc5;
     for b in proxy_id.bytes() {
@@ -79,35 +137,24 @@ pub fn pending_shard(proxy_id: &str) -> u32 {
     h % PENDING_SHARDS
 }
 
-pub fn pending_partition(shard: u32) -> String {
-    format!("PENDING#{shard}")
-}
-
-/// A chunk's sort key: by proxy, then by the time it was received.
-pub fn pending_sort_key(proxy_id: &str, received_ms: i64, chunk_id: &str) -> String {
-    format!("{proxy_id}#{received_ms:013}#{chunk_id}")
-}
-
-/// Every chunk of `proxy_id` begins with this.
-pub fn pending_prefix(proxy_id: &str) -> String {
-    format!("{proxy_id}#")
-}
-
-/// The first sort key after every chunk of `proxy_id`.
-pub fn pending_after(proxy_id: &str) -> String {
-    format!("{proxy_id}$")
-}
-
-/// The proxy a chunk's sort key belongs to.
-pub fn proxy_of_pending(sort_key: &str) -> Option<&str> {
-    sort_key.split_once('#').map(|(proxy, _)| proxy)
-}
-
-pub fn pending_chunk(proxy_id: &str, sort_key: &str) -> Key {
+pub fn dirty_mark(proxy_id: &str) -> Key {
     key(
-        pending_partition(pending_shard(proxy_id)),
-        sort_key.to_string(),
+        dirty_partition(pending_shard(proxy_id)),
+        proxy_id.to_string(),
     )
+}
+
+/// Keys of the v2 pending layout (16 shared partitions), drained into the v3
+/// layout by the aggregation after an upgrade.
+pub mod v2 {
+    pub fn pending_partition(shard: u32) -> String {
+        format!("PENDING#{shard}")
+    }
+
+    /// The proxy a v2 chunk's sort key (`{proxy}#{ms}#{id}`) belongs to.
+    pub fn proxy_of_pending(sort_key: &str) -> Option<&str> {
+        sort_key.split_once('#').map(|(proxy, _)| proxy)
+    }
 }
 
 // ---------------------------------------------------------------- rollups
@@ -195,14 +242,18 @@ mod tests {
     }
 
     #[test]
-    fn a_proxys_chunks_sort_together_and_apart_from_others() {
-        let a = pending_sort_key("edge", 1, "x");
-        let b = pending_sort_key("edge", 9_999_999_999_999, "y");
-        let other = pending_sort_key("edge-1", 0, "z");
-        assert!(a.starts_with(&pending_prefix("edge")) && b.starts_with(&pending_prefix("edge")));
-        assert!(!other.starts_with(&pending_prefix("edge")));
-        assert!(a < b && b < pending_after("edge") && pending_after("edge") < other);
-        assert_eq!(proxy_of_pending(&other), Some("edge-1"));
+    fn a_days_chunks_sort_together_and_keep_their_identity() {
+        let d = NaiveDate::from_ymd_opt(2024, 1, 15).unwrap();
+        let a = pending_sort_key(d, 1, "x");
+        let b = pending_sort_key(d, 9_999_999_999_999, "y");
+        let next = pending_sort_key(d.succ_opt().unwrap(), 0, "z");
+        assert!(a.starts_with(&pending_day_prefix(d)) && b.starts_with(&pending_day_prefix(d)));
+        assert!(a < b && b < pending_day_after(d) && pending_day_after(d) < next);
+        assert_eq!(day_of_pending(&next), d.succ_opt());
+        assert_eq!(chunk_identity(&a), "0000000000001#x");
+        // a v2 key of the same chunk has the same identity
+        assert_eq!(chunk_identity("edge-1#0000000000001#x"), chunk_identity(&a));
+        assert_eq!(v2::proxy_of_pending("edge-1#0000000000001#x"), Some("edge-1"));
     }
 
     #[test]

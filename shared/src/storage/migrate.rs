@@ -4,12 +4,16 @@
 //! v1 kept every event (`EVENTS#{proxy}#{day}` chunks of events), a day head
 //! per (proxy, day) (`DAYS#{proxy}` / `{day}`) and a materialised rollup
 //! (`ROLLUP#{proxy}` / `{day}`). For each v1 day head the migration folds the
-//! day into the v2 items — from its raw events while they are kept, else
-//! from its v1 rollup — under the marker [`V1_MARKER`], then deletes the head
+//! day into the v2 items — from its raw events when all of them are still
+//! kept, else from its v1 rollup (v1 expired raw events by the caller's tier,
+//! so some may be gone while the rollup holds them all: the source holding
+//! more events wins) — under the marker [`V1_MARKER`], then deletes the head
 //! and the v1 rollup. The marker makes a rerun (after a crash, or a run that
 //! ran out of time) skip what is done, and it merges with whatever v2 folded
 //! into the same day meanwhile. It scans the table once (the only scan in the
-//! service), so its read cost is the table's size.
+//! service), so its read cost is the table's size; the scan position is saved
+//! after each page, so a run out of time resumes where it stopped, and one
+//! day that fails is counted and left for a rerun, never the end of the run.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -19,14 +23,13 @@ use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
 use super::codec::{FORMAT_V1, decode_with};
-use super::fold::PendingView;
 use super::keys::{self, parse_day_key, s};
 use super::retry::{classify, with_retries};
 use super::{Store, get_blob, get_s};
 use crate::domain::event::{Event, EventType};
 use crate::domain::rollup::{Rollup, Stats, fold_events};
 use crate::domain::sketch::LatencySketch;
-use crate::error::ApiError;
+use super::error::StorageError;
 
 /// What the v1 data of a day is recorded under in the v2 items. `~` sorts
 /// after every chunk key, so no fold ever prunes it.
@@ -37,8 +40,10 @@ pub const V1_MARKER: &str = "~v1";
 pub struct MigrationReport {
     pub days_migrated: u64,
     pub events_migrated: u64,
-    /// Days rebuilt from their v1 rollup (raw events already expired).
+    /// Days rebuilt from their v1 rollup (raw events expired, all or some).
     pub days_from_rollups: u64,
+    /// Days that failed (left in place: a rerun tries them again).
+    pub days_failed: u64,
     /// False when the run ran out of time: invoke it again to go on.
     pub done: bool,
 }
@@ -142,9 +147,9 @@ impl From<V1Rollup> for Rollup {
 }
 
 /// Migrates every v1 day head found before `deadline`.
-pub async fn migrate_v1(store: &Store, deadline: Instant) -> Result<MigrationReport, ApiError> {
+pub async fn migrate_v1(store: &Store, deadline: Instant) -> Result<MigrationReport, StorageError> {
     let mut report = MigrationReport::default();
-    let mut start: Option<HashMap<String, AttributeValue>> = None;
+    let mut start = store.migration_position().await?;
     loop {
         let page = with_retries(|| async {
             store
@@ -173,14 +178,23 @@ pub async fn migrate_v1(store: &Store, deadline: Instant) -> Result<MigrationRep
             let Some(proxy_id) = pk.strip_prefix(keys::v1::DAY_HEADS_PREFIX) else {
                 continue;
             };
-            migrate_day(store, proxy_id, day, &mut report).await?;
+            if let Err(e) = migrate_day(store, proxy_id, day, &mut report).await {
+                tracing::error!(proxy_id, %day, error = %e, "migrating a v1 day failed; a rerun tries it again");
+                report.days_failed += 1;
+            }
         }
         match page.last_evaluated_key {
-            Some(key) if !key.is_empty() => start = Some(key),
+            Some(key) if !key.is_empty() => {
+                store.save_migration_position(Some(&key)).await?;
+                start = Some(key);
+            }
             _ => break,
         }
     }
-    report.done = true;
+    // The next invocation scans from the start again (finding only what
+    // failed, or what a v1 writer added since).
+    store.save_migration_position(None).await?;
+    report.done = report.days_failed == 0;
     Ok(report)
 }
 
@@ -189,7 +203,7 @@ async fn migrate_day(
     proxy_id: &str,
     day: NaiveDate,
     report: &mut MigrationReport,
-) -> Result<(), ApiError> {
+) -> Result<(), StorageError> {
     let mut events: Vec<Event> = Vec::new();
     for item in store
         .query_all(
@@ -200,23 +214,21 @@ async fn migrate_day(
         .await?
     {
         let body = get_blob(&item, "body")
-            .ok_or_else(|| ApiError::Internal("v1 event chunk without body".into()))?;
+            .ok_or_else(|| StorageError::Internal("v1 event chunk without body".into()))?;
         events.extend(
             decode_with::<Vec<V1Event>>(FORMAT_V1, body)?
                 .into_iter()
                 .map(Event::from),
         );
     }
-    let view = PendingView::nothing_read(store.clock().now());
-    if events.is_empty() {
-        // Raw events expired: the v1 rollup is all there is.
-        let rollup = store.v1_rollup(proxy_id, day).await?;
-        if let Some(rollup) = rollup {
-            store
-                .merge_into_day(proxy_id, day, &[(V1_MARKER.to_string(), rollup)], &view)
-                .await?;
-            report.days_from_rollups += 1;
-        }
+    let rollup = store.v1_rollup(proxy_id, day).await?;
+    let events_kept = events.iter().filter(|e| e.day() == day).count() as u64;
+    if let Some(rollup) = rollup.filter(|r| r.event_count() >= events_kept) {
+        // Some raw events expired (or none are left): the rollup holds more.
+        store
+            .merge_into_day(proxy_id, day, &[(V1_MARKER.to_string(), rollup)])
+            .await?;
+        report.days_from_rollups += 1;
     } else {
         let parts = fold_events(&events);
         if let Some(part) = parts.get(&day) {
@@ -226,13 +238,7 @@ async fn migrate_day(
                 .map_or(crate::domain::tier::Tier::Free, |p| p.tier);
             // Buckets too: the summary's last 24 hours may reach into it.
             store
-                .fold_day(
-                    proxy_id,
-                    day,
-                    &[(V1_MARKER.to_string(), part.clone())],
-                    tier.raw_retention_days(),
-                    &view,
-                )
+                .fold_marked_part(proxy_id, day, V1_MARKER, part, tier.raw_retention_days())
                 .await?;
         }
         report.events_migrated += events.len() as u64;
@@ -258,8 +264,59 @@ async fn migrate_day(
     Ok(())
 }
 
+/// Where the migration's scan stopped (one small item).
+const MIGRATION_PK: &str = "MIGRATION";
+const MIGRATION_SK: &str = "v1";
+
 impl Store {
-    async fn v1_rollup(&self, proxy_id: &str, day: NaiveDate) -> Result<Option<Rollup>, ApiError> {
+    async fn migration_position(
+        &self,
+    ) -> Result<Option<HashMap<String, AttributeValue>>, StorageError> {
+        let key = HashMap::from([
+            (keys::PK.to_string(), s(MIGRATION_PK)),
+            (keys::SK.to_string(), s(MIGRATION_SK)),
+        ]);
+        let Some(item) = self.get_item(key, "read migration position").await? else {
+            return Ok(None);
+        };
+        let (Some(pk), Some(sk)) = (get_s(&item, "atPk"), get_s(&item, "atSk")) else {
+            return Ok(None);
+        };
+        Ok(Some(HashMap::from([
+            (keys::PK.to_string(), s(pk)),
+            (keys::SK.to_string(), s(sk)),
+        ])))
+    }
+
+    async fn save_migration_position(
+        &self,
+        at: Option<&HashMap<String, AttributeValue>>,
+    ) -> Result<(), StorageError> {
+        let mut item = HashMap::from([
+            (keys::PK.to_string(), s(MIGRATION_PK)),
+            (keys::SK.to_string(), s(MIGRATION_SK)),
+        ]);
+        if let Some(at) = at {
+            for (name, attribute) in [(keys::PK, "atPk"), (keys::SK, "atSk")] {
+                if let Some(value) = at.get(name) {
+                    item.insert(attribute.to_string(), value.clone());
+                }
+            }
+        }
+        with_retries(|| async {
+            self.client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(item.clone()))
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| classify("save migration position", e))
+        })
+        .await
+    }
+
+    async fn v1_rollup(&self, proxy_id: &str, day: NaiveDate) -> Result<Option<Rollup>, StorageError> {
         let item = self
             .get_item(keys::v1::rollup(proxy_id, day), "read v1 rollup")
             .await?;

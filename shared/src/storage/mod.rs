@@ -23,10 +23,12 @@
 //! one-shot migration ([`migrate`]).
 
 mod codec;
+mod error;
 mod days;
 mod fold;
 pub mod keys;
 pub mod migrate;
+mod pending;
 mod proxies;
 mod quarantine;
 mod record;
@@ -42,19 +44,19 @@ use aws_sdk_dynamodb::types::{
 };
 
 use crate::clock::Clock;
-use crate::error::ApiError;
 
+pub use error::StorageError;
 pub use codec::{FORMAT_V1, FORMAT_V2, decode_body, decode_with, encode_body, encode_with};
 pub use days::{
-    PendingChunk, Recent, StoredBucket, StoredDay, Versioned, bucket_of, combine_buckets,
-    combine_days,
+    DaySink, READ_PENDING_BUDGET_BYTES, Recent, StoredBucket, StoredDay, Versioned, bucket_of,
 };
-pub use fold::{DayFold, PendingPage, PendingView};
+pub use fold::{BatchChunk, DayFold, PRUNE_FOLDED_OVER, ProxyFold};
+pub use pending::{DirtyMark, MARK_REFRESH, MARK_TRUSTED_FOR, PendingChunk, PendingPage};
 pub use keys::PENDING_SHARDS;
 pub use proxies::Proxy;
 pub use quarantine::{FailureRecord, QUARANTINE_AFTER};
 pub use record::{
-    ChunkBody, Destination, EventStatus, IDEMPOTENCY_RETENTION, RecordOutcome, Sequence,
+    ChunkBody, Destination, EventStatus, body_fingerprint, IDEMPOTENCY_RETENTION, RecordOutcome, Sequence,
     SequencedOutcome,
 };
 pub use retry::MAX_ATTEMPTS;
@@ -66,6 +68,8 @@ pub struct Store {
     table: String,
     clock: Clock,
     meter: Arc<Meter>,
+    /// When this instance last wrote each proxy's dirty mark (epoch ms).
+    marks: Arc<std::sync::Mutex<HashMap<String, i64>>>,
 }
 
 /// Capacity units DynamoDB reported for this store's calls (every call asks
@@ -170,6 +174,7 @@ impl Store {
             table: table.into(),
             clock,
             meter: Arc::default(),
+            marks: Arc::default(),
         }
     }
 
@@ -205,13 +210,13 @@ impl Store {
         &self,
         item: HashMap<String, AttributeValue>,
         what: &str,
-    ) -> Result<TransactWriteItem, ApiError> {
+    ) -> Result<TransactWriteItem, StorageError> {
         let put = Put::builder()
             .table_name(&self.table)
             .set_item(Some(item))
             .condition_expression("attribute_not_exists(pk)")
             .build()
-            .map_err(|e| ApiError::Internal(format!("building the {what} put: {e}")))?;
+            .map_err(|e| StorageError::Internal(format!("building the {what} put: {e}")))?;
         Ok(TransactWriteItem::builder().put(put).build())
     }
 
@@ -250,7 +255,7 @@ impl Store {
         &self,
         key: keys::Key,
         operation: &str,
-    ) -> Result<Option<HashMap<String, AttributeValue>>, ApiError> {
+    ) -> Result<Option<HashMap<String, AttributeValue>>, StorageError> {
         let output = retry::with_retries(|| async {
             self.client
                 .get_item()
@@ -273,7 +278,7 @@ impl Store {
         pk: String,
         between: Option<(String, String)>,
         operation: &str,
-    ) -> Result<Vec<HashMap<String, AttributeValue>>, ApiError> {
+    ) -> Result<Vec<HashMap<String, AttributeValue>>, StorageError> {
         self.query_pages(
             pk,
             between.map(|(from, to)| Range::Between(from, to)),
@@ -282,24 +287,64 @@ impl Store {
         .await
     }
 
-    /// All items of one partition whose sort key begins with `prefix`.
-    async fn query_prefix(
-        &self,
-        pk: String,
-        prefix: String,
-        operation: &str,
-    ) -> Result<Vec<HashMap<String, AttributeValue>>, ApiError> {
-        self.query_pages(pk, Some(Range::Prefix(prefix)), operation)
-            .await
-    }
-
     async fn query_pages(
         &self,
         pk: String,
         range: Option<Range>,
         operation: &str,
-    ) -> Result<Vec<HashMap<String, AttributeValue>>, ApiError> {
+    ) -> Result<Vec<HashMap<String, AttributeValue>>, StorageError> {
         let mut items = Vec::new();
+        self.query_pages_each(pk, range, None, operation, |item| {
+            items.push(item.clone());
+            Ok(())
+        })
+        .await?;
+        Ok(items)
+    }
+
+    /// Every item of one partition in an inclusive sort-key range, handed to
+    /// `visit` one at a time as pages arrive: memory stays one page (1 MB).
+    async fn query_each(
+        &self,
+        pk: String,
+        between: Option<(String, String)>,
+        operation: &str,
+        visit: impl FnMut(&HashMap<String, AttributeValue>) -> Result<(), StorageError>,
+    ) -> Result<(), StorageError> {
+        self.query_pages_each(
+            pk,
+            between.map(|(from, to)| Range::Between(from, to)),
+            None,
+            operation,
+            visit,
+        )
+        .await
+    }
+
+    /// The first `limit` items of one partition.
+    async fn query_page_raw(
+        &self,
+        pk: String,
+        limit: i32,
+        operation: &str,
+    ) -> Result<Vec<HashMap<String, AttributeValue>>, StorageError> {
+        let mut items = Vec::new();
+        self.query_pages_each(pk, None, Some(limit), operation, |item| {
+            items.push(item.clone());
+            Ok(())
+        })
+        .await?;
+        Ok(items)
+    }
+
+    async fn query_pages_each(
+        &self,
+        pk: String,
+        range: Option<Range>,
+        limit: Option<i32>,
+        operation: &str,
+        mut visit: impl FnMut(&HashMap<String, AttributeValue>) -> Result<(), StorageError>,
+    ) -> Result<(), StorageError> {
         let mut start: Option<HashMap<String, AttributeValue>> = None;
         loop {
             let page = retry::with_retries(|| async {
@@ -310,15 +355,13 @@ impl Store {
                     .expression_attribute_values(":pk", keys::s(pk.clone()))
                     .set_exclusive_start_key(start.clone())
                     .return_consumed_capacity(ReturnConsumedCapacity::Total)
+                    .set_limit(limit)
                     .consistent_read(true);
                 query = match &range {
                     Some(Range::Between(from, to)) => query
                         .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
                         .expression_attribute_values(":from", keys::s(from.clone()))
                         .expression_attribute_values(":to", keys::s(to.clone())),
-                    Some(Range::Prefix(prefix)) => query
-                        .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
-                        .expression_attribute_values(":prefix", keys::s(prefix.clone())),
                     None => query.key_condition_expression("pk = :pk"),
                 };
                 query
@@ -329,17 +372,18 @@ impl Store {
             .await?;
             self.meter.query(page.consumed_capacity());
             let last = page.last_evaluated_key;
-            items.extend(page.items.unwrap_or_default());
+            for item in page.items.unwrap_or_default() {
+                visit(&item)?;
+            }
             match last {
-                Some(key) if !key.is_empty() => start = Some(key),
+                Some(key) if !key.is_empty() && limit.is_none() => start = Some(key),
                 _ => break,
             }
         }
-        Ok(items)
+        Ok(())
     }
 }
 
 enum Range {
     Between(String, String),
-    Prefix(String),
 }

@@ -7,9 +7,12 @@ use chrono::{DateTime, SecondsFormat, Utc};
 
 use super::keys::{self, s};
 use super::retry::{Failure, cancellations, cancelled, classify, with_retries};
-use super::{Store, get_s};
+use super::{Store, get_n, get_s};
+
+/// The proxy item's attribute counting the aggregation's chunk deletions.
+const FOLD_EPOCH: &str = "foldEpoch";
 use crate::domain::tier::Tier;
-use crate::error::ApiError;
+use super::error::StorageError;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Proxy {
@@ -20,6 +23,10 @@ pub struct Proxy {
     /// The owner's tier, which sets raw retention (recorded at registration,
     /// updated when the owner uses a user token of another tier).
     pub tier: Tier,
+    /// Counts the aggregation's deletions of folded chunks (see
+    /// `storage/days.rs`): a read that sees it move re-reads. 0 on a new
+    /// proxy, and on an owner's index entry (which does not keep it).
+    pub fold_epoch: u64,
 }
 
 fn proxy_item(proxy: &Proxy) -> HashMap<String, AttributeValue> {
@@ -50,13 +57,14 @@ fn proxy_from_item(item: &HashMap<String, AttributeValue>) -> Option<Proxy> {
         // Proxies registered before tiers were recorded count as free until
         // their owner next uses a user token.
         tier: Tier::from_claim(get_s(item, "tier")),
+        fold_epoch: get_n(item, FOLD_EPOCH).unwrap_or(0),
     })
 }
 
 impl Store {
     /// Registers a proxy and its owner's index entry in one transaction; both
     /// are conditional, so two users can never both own an id.
-    pub async fn register_proxy(&self, proxy: &Proxy) -> Result<(), ApiError> {
+    pub async fn register_proxy(&self, proxy: &Proxy) -> Result<(), StorageError> {
         let item = proxy_item(proxy);
         let mut index = item.clone();
         index.extend(keys::owner_entry(&proxy.owner_id, &proxy.proxy_id));
@@ -70,7 +78,7 @@ impl Store {
                 Ok(_) => Ok(()),
                 Err(err) => match cancellations(&err) {
                     Some(reasons) if reasons.iter().any(|r| r.condition_failed()) => {
-                        Err(Failure::Fatal(ApiError::Conflict(format!(
+                        Err(Failure::Fatal(StorageError::Conflict(format!(
                             "A proxy with id '{}' is already registered.",
                             proxy.proxy_id
                         ))))
@@ -84,14 +92,14 @@ impl Store {
     }
 
     /// The proxy, read strongly consistently (a registration is visible at once).
-    pub async fn get_proxy(&self, proxy_id: &str) -> Result<Option<Proxy>, ApiError> {
+    pub async fn get_proxy(&self, proxy_id: &str) -> Result<Option<Proxy>, StorageError> {
         let item = self.get_item(keys::proxy(proxy_id), "get proxy").await?;
         Ok(item.as_ref().and_then(proxy_from_item))
     }
 
     /// The owner's proxies, ordered by id (the owner's partition holds only
     /// index entries).
-    pub async fn list_proxies(&self, owner_id: &str) -> Result<Vec<Proxy>, ApiError> {
+    pub async fn list_proxies(&self, owner_id: &str) -> Result<Vec<Proxy>, StorageError> {
         let items = self
             .query_all(keys::owner_partition(owner_id), None, "list proxies")
             .await?;
@@ -100,7 +108,7 @@ impl Store {
 
     /// Records the owner's current tier on the proxy (and its index entry).
     /// Called only for the owner's user tokens; a proxy token never changes it.
-    pub async fn update_proxy_tier(&self, proxy: &Proxy, tier: Tier) -> Result<(), ApiError> {
+    pub async fn update_proxy_tier(&self, proxy: &Proxy, tier: Tier) -> Result<(), StorageError> {
         for key in [
             keys::proxy(&proxy.proxy_id),
             keys::owner_entry(&proxy.owner_id, &proxy.proxy_id),
@@ -128,5 +136,13 @@ impl Store {
             .await?;
         }
         Ok(())
+    }
+
+    /// The proxy's fold epoch, read strongly consistently.
+    pub async fn fold_epoch(&self, proxy_id: &str) -> Result<u64, StorageError> {
+        let item = self
+            .get_item(keys::proxy(proxy_id), "read fold epoch")
+            .await?;
+        Ok(item.as_ref().and_then(|i| get_n(i, FOLD_EPOCH)).unwrap_or(0))
     }
 }

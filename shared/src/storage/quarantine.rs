@@ -9,7 +9,7 @@ use aws_sdk_dynamodb::types::ReturnValue;
 use super::keys::{self, n, s};
 use super::retry::{classify, with_retries};
 use super::{Store, get_n, get_s};
-use crate::error::ApiError;
+use super::error::StorageError;
 
 /// Failed runs in a row after which a day is quarantined.
 pub const QUARANTINE_AFTER: u64 = 3;
@@ -29,7 +29,7 @@ impl Store {
     /// Every failure record (one small partition; empty in a healthy table).
     pub async fn failure_records(
         &self,
-    ) -> Result<BTreeMap<(String, String), FailureRecord>, ApiError> {
+    ) -> Result<BTreeMap<(String, String), FailureRecord>, StorageError> {
         let items = self
             .query_all(
                 keys::QUARANTINE_PARTITION.to_string(),
@@ -66,7 +66,7 @@ impl Store {
         subject: &str,
         error: &str,
         at_ms: i64,
-    ) -> Result<bool, ApiError> {
+    ) -> Result<bool, StorageError> {
         let key = keys::quarantine(proxy_id, subject);
         let error: String = error.chars().take(500).collect();
         let output = with_retries(|| async {
@@ -113,7 +113,7 @@ impl Store {
     }
 
     /// Forgets a subject's failures (it succeeded, or an operator released it).
-    pub async fn clear_failures(&self, proxy_id: &str, subject: &str) -> Result<(), ApiError> {
+    pub async fn clear_failures(&self, proxy_id: &str, subject: &str) -> Result<(), StorageError> {
         let key = keys::quarantine(proxy_id, subject);
         with_retries(|| async {
             self.client
@@ -124,6 +124,41 @@ impl Store {
                 .await
                 .map(|_| ())
                 .map_err(|e| classify("clear failures", e))
+        })
+        .await
+    }
+
+    /// Records a subject as quarantined at once (an unreadable chunk: no
+    /// later run would read it any better).
+    pub async fn quarantine_record(
+        &self,
+        proxy_id: &str,
+        subject: &str,
+        error: &str,
+        at_ms: i64,
+    ) -> Result<(), StorageError> {
+        let key = keys::quarantine(proxy_id, subject);
+        let error: String = error.chars().take(500).collect();
+        with_retries(|| async {
+            self.client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(key.clone()))
+                .update_expression(
+                    "SET failures = :n, quarantined = :yes, lastError = :error, lastFailedAt = :at, proxyId = :proxy",
+                )
+                .expression_attribute_values(":n", n(QUARANTINE_AFTER))
+                .expression_attribute_values(
+                    ":yes",
+                    aws_sdk_dynamodb::types::AttributeValue::Bool(true),
+                )
+                .expression_attribute_values(":error", s(error.clone()))
+                .expression_attribute_values(":at", n(at_ms))
+                .expression_attribute_values(":proxy", s(proxy_id))
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| classify("quarantine a chunk", e))
         })
         .await
     }

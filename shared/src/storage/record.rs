@@ -1,9 +1,11 @@
 //! Recording: event-id markers, producers' sequences and pending chunks.
 //!
-//! A request's events are folded into one [`DayPart`] per day they fall on
-//! and stored as one *pending chunk* (rarely a few, if very large), in the
-//! proxy's pending partition. What makes a request count exactly once is
-//! written in the same transaction:
+//! A request's events are folded into one [`DayPart`] per day they fall on,
+//! each stored as one *pending chunk* item (a part too large for one item
+//! is split by five-minute buckets over several), in the proxy's own
+//! pending partition. Before the first chunk of a while, the proxy's dirty
+//! mark is written so that the aggregation finds it. What makes a request
+//! count exactly once is written in the same transaction:
 //! - a **sequenced batch** updates its producer's last sequence, on the
 //!   condition that this batch is the next one (or the producer is new);
 //! - an **unsequenced event** puts its id marker on the condition that the id
@@ -22,17 +24,19 @@ use aws_sdk_dynamodb::types::{
 use chrono::{DateTime, NaiveDate, Utc};
 
 use super::codec::encode_body;
-use super::keys::{self, EXPIRES_AT, day_key, n};
+use super::keys::{self, EXPIRES_AT, n};
 use super::retry::{Failure, MAX_ATTEMPTS, backoff, cancellations, cancelled, classify};
 use super::{Store, get_n};
 use crate::domain::event::Event;
 use crate::domain::rollup::{DayPart, fold_events};
-use crate::error::ApiError;
+use super::error::StorageError;
 
 /// DynamoDB's limit on actions in one TransactWriteItems.
 const MAX_TRANSACT_ACTIONS: usize = 100;
 /// A chunk item's body stays under this (DynamoDB's item limit is 400 KB).
 const MAX_CHUNK_BODY_BYTES: usize = 350 * 1024;
+/// What one transaction may carry in all (DynamoDB's limit is 4 MB).
+const MAX_TRANSACTION_BYTES: usize = 3_900 * 1024;
 /// Producers' sequences and event-id markers are kept this long after their
 /// last use: the contract's 7 days (producers) and 24 hours (ids), and a
 /// retry dated anywhere in the late window still meets its marker.
@@ -66,6 +70,23 @@ pub struct RecordOutcome {
 pub struct Sequence {
     pub producer_id: String,
     pub sequence: u64,
+    /// A fingerprint of the batch's body ([`body_fingerprint`]): the same
+    /// sequence again with another body is a conflict, not a duplicate.
+    pub fingerprint: String,
+}
+
+/// A stable 128-bit fingerprint of a request body (two FNV-1a 64 lanes):
+/// the same in every process and release, unlike std's hasher. It tells a
+/// retry (same bytes) from a restarted sender reusing its producer id; it
+/// is not a defence against a producer forging collisions with itself.
+pub fn body_fingerprint(body: &[u8]) -> String {
+    let mut a: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut b: u64 = 0x6c62_272e_07bb_0142;
+    for &byte in body {
+        a = (a ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3);
+        b = (b ^ u64::from(byte.rotate_left(3))).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{a:016x}{b:016x}{:x}", body.len())
 }
 
 /// What became of a sequenced batch.
@@ -75,6 +96,8 @@ pub enum SequencedOutcome {
     Recorded { write_units: f64 },
     /// The producer is already at or past this sequence: nothing recorded.
     Duplicate,
+    /// The producer's last sequence is this one, accepted with another body.
+    Conflict,
     /// Batches are missing before this one: nothing recorded.
     Gap { expected: u64 },
 }
@@ -87,8 +110,8 @@ pub struct Destination<'a> {
     pub retention_days: i64,
 }
 
-/// A chunk as written: its sort key and its day parts, each encoded on its
-/// own so that a part that cannot be decoded poisons only its day.
+/// A v2 chunk as written (several days in one item): read only to move
+/// chunks left by a v2 writer into the v3 layout.
 pub type ChunkBody = Vec<(String, Vec<u8>)>;
 
 impl Store {
@@ -99,13 +122,14 @@ impl Store {
         sequence: &Sequence,
         events: &[Event],
         now: DateTime<Utc>,
-    ) -> Result<SequencedOutcome, ApiError> {
+    ) -> Result<SequencedOutcome, StorageError> {
+        self.mark_dirty(to.proxy_id, now).await?;
         let mut actions = vec![self.producer_update(to.proxy_id, sequence, now)?];
         actions.extend(self.chunk_puts(to, events.iter(), now)?);
         if actions.len() > MAX_TRANSACT_ACTIONS {
-            return Err(ApiError::invalid(
+            return Err(StorageError::TooLarge(String::from(
                 "The batch is too large to record atomically; send it as several sequenced batches.",
-            ));
+            )));
         }
         // One plan, one token: a retry of an attempt that committed without
         // its answer arriving is answered as a success by DynamoDB.
@@ -116,18 +140,32 @@ impl Store {
                 Ok(write_units) => return Ok(SequencedOutcome::Recorded { write_units }),
                 Err(err) => match cancellations(&err) {
                     Some(reasons) if reasons.first().is_some_and(|r| r.condition_failed()) => {
-                        let last_seq = match reasons[0].item.as_ref().and_then(|i| get_n(i, "seq"))
-                        {
-                            Some(seq) => Some(seq),
+                        let state = match reasons[0].item.as_ref().and_then(ProducerState::of) {
+                            Some(state) => Some(state),
                             // Not every store returns the old item: read it.
                             None => {
-                                self.producer_sequence(to.proxy_id, &sequence.producer_id)
+                                self.producer_state(to.proxy_id, &sequence.producer_id)
                                     .await?
                             }
                         };
-                        return Ok(match last_seq {
-                            Some(last) if sequence.sequence <= last => SequencedOutcome::Duplicate,
-                            Some(last) => SequencedOutcome::Gap { expected: last + 1 },
+                        return Ok(match state {
+                            Some(last)
+                                if last.sequence == sequence.sequence
+                                    && last
+                                        .fingerprint
+                                        .as_deref()
+                                        .is_some_and(|f| f != sequence.fingerprint) =>
+                            {
+                                SequencedOutcome::Conflict
+                            }
+                            Some(ProducerState { sequence: last, .. })
+                                if sequence.sequence <= last =>
+                            {
+                                SequencedOutcome::Duplicate
+                            }
+                            Some(ProducerState { sequence: last, .. }) => {
+                                SequencedOutcome::Gap { expected: last + 1 }
+                            }
                             // The state expired between the attempt and the read.
                             None => SequencedOutcome::Gap { expected: 0 },
                         });
@@ -146,7 +184,7 @@ impl Store {
                 backoff(attempt).await;
             }
         }
-        Err(ApiError::ServiceUnavailable(last))
+        Err(StorageError::Unavailable(last))
     }
 
     /// The last sequence recorded for a producer, if it has state.
@@ -154,11 +192,22 @@ impl Store {
         &self,
         proxy_id: &str,
         producer_id: &str,
-    ) -> Result<Option<u64>, ApiError> {
+    ) -> Result<Option<u64>, StorageError> {
+        Ok(self
+            .producer_state(proxy_id, producer_id)
+            .await?
+            .map(|s| s.sequence))
+    }
+
+    async fn producer_state(
+        &self,
+        proxy_id: &str,
+        producer_id: &str,
+    ) -> Result<Option<ProducerState>, StorageError> {
         let item = self
             .get_item(keys::producer(proxy_id, producer_id), "read producer")
             .await?;
-        Ok(item.as_ref().and_then(|i| get_n(i, "seq")))
+        Ok(item.as_ref().and_then(ProducerState::of))
     }
 
     fn producer_update(
@@ -166,20 +215,21 @@ impl Store {
         proxy_id: &str,
         sequence: &Sequence,
         now: DateTime<Utc>,
-    ) -> Result<TransactWriteItem, ApiError> {
+    ) -> Result<TransactWriteItem, StorageError> {
         let previous = sequence.sequence as i128 - 1;
         let update = Update::builder()
             .table_name(&self.table)
             .set_key(Some(keys::producer(proxy_id, &sequence.producer_id)))
-            .update_expression("SET seq = :seq, #expires = :expires")
+            .update_expression("SET seq = :seq, digest = :digest, #expires = :expires")
             .condition_expression("attribute_not_exists(pk) OR seq = :previous")
             .expression_attribute_names("#expires", EXPIRES_AT)
             .expression_attribute_values(":seq", n(sequence.sequence))
+            .expression_attribute_values(":digest", keys::s(&sequence.fingerprint))
             .expression_attribute_values(":previous", n(previous))
             .expression_attribute_values(":expires", n((now + IDEMPOTENCY_RETENTION).timestamp()))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .build()
-            .map_err(|e| ApiError::Internal(format!("building producer update: {e}")))?;
+            .map_err(|e| StorageError::Internal(format!("building producer update: {e}")))?;
         Ok(TransactWriteItem::builder().update(update).build())
     }
 
@@ -194,7 +244,7 @@ impl Store {
         to: Destination<'_>,
         events: &[Event],
         now: DateTime<Utc>,
-    ) -> Result<RecordOutcome, ApiError> {
+    ) -> Result<RecordOutcome, StorageError> {
         let mut outcome = RecordOutcome {
             statuses: vec![EventStatus::Recorded; events.len()],
             ..Default::default()
@@ -209,6 +259,7 @@ impl Store {
                 outcome.statuses[i] = EventStatus::Duplicate;
             }
         }
+        self.mark_dirty(to.proxy_id, now).await?;
         for group in plan_groups(events, &order) {
             self.write_group(to, events, group, now, &mut outcome)
                 .await?;
@@ -223,7 +274,7 @@ impl Store {
         mut members: Vec<usize>,
         now: DateTime<Utc>,
         outcome: &mut RecordOutcome,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), StorageError> {
         let mut token = uuid::Uuid::new_v4().to_string();
         let mut actions = self.group_actions(to, events, &members, now)?;
         let mut attempt = 0u32;
@@ -231,7 +282,7 @@ impl Store {
         while !members.is_empty() {
             attempt += 1;
             if attempt > MAX_ATTEMPTS + members.len() as u32 {
-                return Err(ApiError::ServiceUnavailable(last));
+                return Err(StorageError::Unavailable(last));
             }
             match self.transact(&actions, &token).await {
                 Ok(units) => {
@@ -271,7 +322,7 @@ impl Store {
                         },
                     }
                     if attempt >= MAX_ATTEMPTS {
-                        return Err(ApiError::ServiceUnavailable(last));
+                        return Err(StorageError::Unavailable(last));
                     }
                     backoff(attempt).await;
                 }
@@ -286,7 +337,7 @@ impl Store {
         events: &[Event],
         members: &[usize],
         now: DateTime<Utc>,
-    ) -> Result<Vec<TransactWriteItem>, ApiError> {
+    ) -> Result<Vec<TransactWriteItem>, StorageError> {
         let expires = (now + IDEMPOTENCY_RETENTION).timestamp();
         let mut actions = Vec::with_capacity(members.len() + 1);
         for &i in members {
@@ -298,52 +349,98 @@ impl Store {
         Ok(actions)
     }
 
-    /// The chunk item(s) holding `events`, pre-folded: one item unless the
-    /// parts outgrow an item, then as few as fit (split between days).
+    /// The chunk items holding `events`, pre-folded: one per day, split by
+    /// five-minute buckets when a day's part outgrows an item. Decided here,
+    /// before anything is written: a part that cannot fit even alone is a
+    /// [`StorageError::TooLarge`] (413), never a failed transaction.
     fn chunk_puts<'e>(
         &self,
         to: Destination<'_>,
         events: impl IntoIterator<Item = &'e Event>,
         now: DateTime<Utc>,
-    ) -> Result<Vec<TransactWriteItem>, ApiError> {
+    ) -> Result<Vec<TransactWriteItem>, StorageError> {
         let parts = fold_events(events);
         let mut puts = Vec::new();
-        for body in pack_chunks(&parts)? {
-            let chunk_id = uuid::Uuid::new_v4().simple().to_string();
-            let sort_key = keys::pending_sort_key(to.proxy_id, now.timestamp_millis(), &chunk_id);
-            let mut item = keys::pending_chunk(to.proxy_id, &sort_key);
-            item.insert("retention".into(), n(to.retention_days));
-            item.insert(
-                "body".into(),
-                AttributeValue::B(Blob::new(encode_body(&body)?)),
-            );
-            let put = Put::builder()
-                .table_name(&self.table)
-                .set_item(Some(item))
-                .build()
-                .map_err(|e| ApiError::Internal(format!("building chunk put: {e}")))?;
-            puts.push(TransactWriteItem::builder().put(put).build());
+        let mut total = 0usize;
+        for (day, part) in &parts {
+            for body in split_part(part)? {
+                total += body.len();
+                if total > MAX_TRANSACTION_BYTES {
+                    return Err(StorageError::TooLarge(
+                        "The batch's latency samples are too varied to store in one request; \
+                         send fewer events (or fewer distinct latency values) per request."
+                            .into(),
+                    ));
+                }
+                let chunk_id = uuid::Uuid::new_v4().simple().to_string();
+                let sort_key = keys::pending_sort_key(*day, now.timestamp_millis(), &chunk_id);
+                let mut item = keys::pending_chunk(to.proxy_id, &sort_key);
+                item.insert("retention".into(), n(to.retention_days));
+                item.insert("body".into(), AttributeValue::B(Blob::new(body)));
+                let put = Put::builder()
+                    .table_name(&self.table)
+                    .set_item(Some(item))
+                    .build()
+                    .map_err(|e| StorageError::Internal(format!("building chunk put: {e}")))?;
+                puts.push(TransactWriteItem::builder().put(put).build());
+            }
         }
         Ok(puts)
     }
 }
 
-/// Days' parts packed into as few chunk bodies as fit an item.
-fn pack_chunks(parts: &BTreeMap<NaiveDate, DayPart>) -> Result<Vec<ChunkBody>, ApiError> {
-    let mut bodies: Vec<ChunkBody> = Vec::new();
-    let mut current: ChunkBody = Vec::new();
-    let mut size = 0;
-    for (day, part) in parts {
-        let bytes = encode_body(part)?;
-        if !current.is_empty() && size + bytes.len() > MAX_CHUNK_BODY_BYTES {
-            bodies.push(std::mem::take(&mut current));
+/// A producer's stored state.
+struct ProducerState {
+    sequence: u64,
+    /// Absent on state written before fingerprints were kept.
+    fingerprint: Option<String>,
+}
+
+impl ProducerState {
+    fn of(item: &std::collections::HashMap<String, AttributeValue>) -> Option<Self> {
+        Some(Self {
+            sequence: get_n(item, "seq")?,
+            fingerprint: super::get_s(item, "digest").map(str::to_string),
+        })
+    }
+}
+
+/// A day's part encoded as one chunk body, or as several (each with some of
+/// its five-minute buckets, the error counts in the first) when it is too
+/// large for one item. Parts add up, so the pieces fold to the same day.
+pub(super) fn split_part(part: &DayPart) -> Result<Vec<Vec<u8>>, StorageError> {
+    let whole = encode_body(part)?;
+    if whole.len() <= MAX_CHUNK_BODY_BYTES {
+        return Ok(vec![whole]);
+    }
+    let mut bodies = Vec::new();
+    let mut current = DayPart {
+        errors: part.errors.clone(),
+        ..DayPart::default()
+    };
+    let mut size = encode_body(&current)?.len();
+    for (index, bucket) in &part.buckets {
+        let one = DayPart {
+            buckets: BTreeMap::from([(*index, bucket.clone())]),
+            ..DayPart::default()
+        };
+        let bucket_size = encode_body(&one)?.len();
+        if bucket_size > MAX_CHUNK_BODY_BYTES {
+            return Err(StorageError::TooLarge(
+                "One five-minute bucket of this batch holds more distinct latency values than \
+                 an item can store; send fewer latency samples per request."
+                    .into(),
+            ));
+        }
+        if !current.buckets.is_empty() && size + bucket_size > MAX_CHUNK_BODY_BYTES {
+            bodies.push(encode_body(&std::mem::take(&mut current))?);
             size = 0;
         }
-        size += bytes.len() + 16;
-        current.push((day_key(*day), bytes));
+        size += bucket_size;
+        current.buckets.insert(*index, bucket.clone());
     }
-    if !current.is_empty() {
-        bodies.push(current);
+    if !current.buckets.is_empty() || !current.errors.is_empty() {
+        bodies.push(encode_body(&current)?);
     }
     Ok(bodies)
 }

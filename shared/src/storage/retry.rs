@@ -12,7 +12,7 @@ use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::AttributeValue;
 use rand::Rng;
 
-use crate::error::ApiError;
+use super::error::StorageError;
 
 /// Attempts at one storage call before answering 503.
 pub const MAX_ATTEMPTS: u32 = 6;
@@ -22,7 +22,7 @@ const BACKOFF_CAP_MS: u64 = 800;
 /// Whether a failed call is worth another attempt.
 pub enum Failure {
     Retryable(String),
-    Fatal(ApiError),
+    Fatal(StorageError),
 }
 
 const RETRYABLE_CODES: &[&str] = &[
@@ -57,10 +57,10 @@ where
             if RETRYABLE_CODES.contains(&code) || code.is_empty() {
                 Failure::Retryable(format!("{operation}: {code}"))
             } else {
-                Failure::Fatal(ApiError::Internal(format!("{operation}: {error:?}")))
+                Failure::Fatal(StorageError::Internal(format!("{operation}: {error:?}")))
             }
         }
-        _ => Failure::Fatal(ApiError::Internal(format!("{operation}: {error:?}"))),
+        _ => Failure::Fatal(StorageError::Internal(format!("{operation}: {error:?}"))),
     }
 }
 
@@ -72,7 +72,7 @@ pub async fn backoff(attempt: u32) {
 }
 
 /// Runs `call` with bounded, jittered retries; gives up with 503.
-pub async fn with_retries<T, F, Fut>(mut call: F) -> Result<T, ApiError>
+pub async fn with_retries<T, F, Fut>(mut call: F) -> Result<T, StorageError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, Failure>>,
@@ -91,7 +91,7 @@ where
             }
         }
     }
-    Err(ApiError::ServiceUnavailable(last))
+    Err(StorageError::Unavailable(last))
 }
 
 /// One action's reason in a cancelled transaction, with the item as it was
@@ -138,7 +138,7 @@ pub fn cancelled(operation: &str, reasons: &[Cancellation]) -> Failure {
         .any(|c| *c != "None" && !RETRYABLE_CANCELLATIONS.contains(c));
     let why = format!("{operation} cancelled: {codes:?}");
     if permanent {
-        Failure::Fatal(ApiError::Internal(why))
+        Failure::Fatal(StorageError::Internal(why))
     } else {
         Failure::Retryable(why)
     }
