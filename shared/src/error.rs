@@ -24,7 +24,9 @@ pub enum ApiError {
     SequenceGap { expected: u64 },
     /// A sequenced batch repeats the producer's last accepted sequence with
     /// a different body: a restarted sender reusing its id.
-    #[error("Sequence {sequence} of this producer was already accepted with a different body; a restarted sender must take a new Producer-Id.")]
+    #[error(
+        "Sequence {sequence} of this producer was already accepted with a different body; a restarted sender must take a new Producer-Id."
+    )]
     SequenceConflict { sequence: u64 },
     #[error("{0}")]
     PayloadTooLarge(String),

@@ -74,7 +74,6 @@ impl Run<'_> {
     /// in bytes; stepping over quarantined days without reading them.
     async fn proxy(&self, mark: &DirtyMark) {
         let proxy_id = mark.proxy_id.as_str();
-        self.tally(|t| t.report.proxies_processed += 1);
         let epoch = match self.store.fold_epoch(proxy_id).await {
             Ok(epoch) => epoch,
             Err(e) => {
@@ -88,7 +87,9 @@ impl Run<'_> {
         let mut read_bytes = 0usize;
         let mut exhausted = false;
         let mut left_behind = false;
-        while !self.out_of_time() && read_bytes < self.limits.max_bytes_per_proxy && !fold.concurrent
+        while !self.out_of_time()
+            && read_bytes < self.limits.max_bytes_per_proxy
+            && !fold.concurrent
         {
             let page = match self
                 .store
@@ -106,6 +107,10 @@ impl Run<'_> {
                 exhausted = true;
                 break;
             };
+            if after.is_none() {
+                // A proxy with chunks to fold (a mark alone costs one query).
+                self.tally(|t| t.report.proxies_processed += 1);
+            }
             // A quarantined day is one range of keys: fold what comes before
             // it on this page, then continue after it.
             let mut chunks = Vec::new();
@@ -246,13 +251,20 @@ impl Run<'_> {
     /// Sets an unreadable chunk aside at once: decoding is deterministic, so
     /// another run would fail the same way (an operator releases it once a
     /// build that reads it is deployed, or discards it).
-    async fn quarantine_chunk(&self, fold: &mut ProxyFold, chunk: &PendingChunk, error: &StorageError) {
+    async fn quarantine_chunk(
+        &self,
+        fold: &mut ProxyFold,
+        chunk: &PendingChunk,
+        error: &StorageError,
+    ) {
         let proxy_id = fold.proxy_id.clone();
         let subject = format!("chunk:{}", chunk.sort_key);
         tracing::error!(proxy_id, chunk = %chunk.sort_key, error = %error, "pending chunk unreadable; quarantined. Release with {{\"release\": [{{\"proxyId\": \"{proxy_id}\", \"date\": \"{subject}\"}}]}} or discard with {{\"discard\": [...]}}");
         self.tally(|t| {
             t.report.days_failed += 1;
-            if t.quarantined_seen.insert((proxy_id.clone(), subject.clone())) {
+            if t.quarantined_seen
+                .insert((proxy_id.clone(), subject.clone()))
+            {
                 t.report.days_quarantined += 1;
             }
         });
@@ -269,7 +281,9 @@ impl Run<'_> {
             Ok(()) => {
                 fold.still_pending.remove(&chunk.sort_key);
             }
-            Err(e) => tracing::error!(proxy_id, error = %e, "setting an unreadable chunk aside failed"),
+            Err(e) => {
+                tracing::error!(proxy_id, error = %e, "setting an unreadable chunk aside failed")
+            }
         }
     }
 

@@ -273,12 +273,7 @@ pub async fn get_summary(app: &App, request: Request) -> Response<Body> {
         if latest.last_event_ms.is_none() || latest.latest_concurrent.is_none() {
             let today = now.date_naive();
             let first = today - Duration::days(LATEST_LOOKBACK_DAYS - 1);
-            for day in app
-                .store
-                .read_days(&proxy, first, today)
-                .await?
-                .values()
-            {
+            for day in app.store.read_days(&proxy, first, today).await?.values() {
                 latest.merge(&day.stats);
             }
         }

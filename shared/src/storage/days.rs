@@ -39,8 +39,12 @@ use crate::domain::rollup::{Bucket, Rollup, bucket_start_ms, day_start_ms};
 /// Attempts at a read whose epoch moved under it (the aggregation folded
 /// the days it reads meanwhile) before answering 503.
 const READ_ATTEMPTS: u32 = 4;
-/// Days of items read at once (then their pending chunks).
+/// Days of items read at once (then their pending chunks) when a range's
+/// items outgrow [`READ_ITEMS_BUDGET_BYTES`]; a range within it is read in
+/// one window (two queries whatever its length).
 const READ_WINDOW_DAYS: i64 = 31;
+/// Item bytes a read holds at once before it falls back to windows.
+pub const READ_ITEMS_BUDGET_BYTES: usize = 16 * 1024 * 1024;
 /// A read answers 503 rather than decode more pending chunks than this: the
 /// aggregation is that far behind, and it will catch up (reads are bounded
 /// in time and memory whatever the backlog).
@@ -93,12 +97,17 @@ pub struct Versioned<T> {
 /// moved from the v2 layout is recognised under its v2 key).
 pub(super) fn holds(folded: &Folded, sort_key: &str) -> bool {
     let identity = keys::chunk_identity(sort_key);
-    folded.iter().any(|(k, _)| keys::chunk_identity(k) == identity)
+    folded
+        .iter()
+        .any(|(k, _)| keys::chunk_identity(k) == identity)
 }
 
 /// The identities an item's `folded` names.
 fn identities(folded: &Folded) -> HashSet<&str> {
-    folded.iter().map(|(k, _)| keys::chunk_identity(k)).collect()
+    folded
+        .iter()
+        .map(|(k, _)| keys::chunk_identity(k))
+        .collect()
 }
 
 impl Store {
@@ -110,23 +119,47 @@ impl Store {
         start: NaiveDate,
         end: NaiveDate,
     ) -> Result<BTreeMap<NaiveDate, Versioned<StoredDay>>, StorageError> {
+        Ok(self
+            .stored_days_within(proxy_id, start, end, usize::MAX)
+            .await?
+            .unwrap_or_default())
+    }
+
+    /// [`Store::stored_days`], or `None` once the items pass `max_bytes`.
+    async fn stored_days_within(
+        &self,
+        proxy_id: &str,
+        start: NaiveDate,
+        end: NaiveDate,
+        max_bytes: usize,
+    ) -> Result<Option<BTreeMap<NaiveDate, Versioned<StoredDay>>>, StorageError> {
         let mut out = BTreeMap::new();
-        self.query_each(
-            keys::day_partition(proxy_id),
-            Some((day_key(start), day_key(end))),
-            "read days",
-            |item| {
-                if let Some(key) = get_s(item, keys::SK)
-                    && let Some(day) = parse_day_key(key)
-                    && let Some(value) = readable(proxy_id, key, versioned::<StoredDay>(item))
-                {
-                    out.insert(day, value);
-                }
-                Ok(())
-            },
-        )
-        .await?;
-        Ok(out)
+        let mut bytes = 0usize;
+        let outcome = self
+            .query_each(
+                keys::day_partition(proxy_id),
+                Some((day_key(start), day_key(end))),
+                "read days",
+                |item| {
+                    bytes += get_blob(item, "body").map_or(0, <[u8]>::len);
+                    if bytes > max_bytes {
+                        return Err(StorageError::TooLarge(String::new()));
+                    }
+                    if let Some(key) = get_s(item, keys::SK)
+                        && let Some(day) = parse_day_key(key)
+                        && let Some(value) = readable(proxy_id, key, versioned::<StoredDay>(item))
+                    {
+                        out.insert(day, value);
+                    }
+                    Ok(())
+                },
+            )
+            .await;
+        match outcome {
+            Ok(()) => Ok(Some(out)),
+            Err(StorageError::TooLarge(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Materialised buckets from `(from_day, from)` to `(to_day, to)`, inclusive.
@@ -174,10 +207,22 @@ impl Store {
         for _ in 0..READ_ATTEMPTS {
             sink.reset();
             let mut budget = PendingBudget::default();
+            // The whole range at once when its items fit the budget.
+            let mut whole = self
+                .stored_days_within(proxy_id, start, end, READ_ITEMS_BUDGET_BYTES)
+                .await?;
+            let window = if whole.is_some() {
+                (end - start).num_days() + 1
+            } else {
+                READ_WINDOW_DAYS
+            };
             let mut from = start;
             while from <= end {
-                let to = end.min(from + chrono::Duration::days(READ_WINDOW_DAYS - 1));
-                let stored = self.stored_days(proxy_id, from, to).await?;
+                let to = end.min(from + chrono::Duration::days(window - 1));
+                let stored = match whole.take() {
+                    Some(stored) => stored,
+                    None => self.stored_days(proxy_id, from, to).await?,
+                };
                 let mut days: BTreeMap<NaiveDate, Rollup> = stored
                     .iter()
                     .map(|(day, item)| (*day, item.value.rollup.clone()))
@@ -209,7 +254,10 @@ impl Store {
             if now == epoch {
                 return Ok(());
             }
-            tracing::info!(proxy_id, "the days were folded during the read; reading again");
+            tracing::info!(
+                proxy_id,
+                "the days were folded during the read; reading again"
+            );
             epoch = now;
         }
         Err(StorageError::Unavailable(format!(
@@ -335,8 +383,14 @@ impl Store {
                 Ok(())
             })
             .await?;
-            let seen = recent.days.values().any(|d| d.stats.last_event_ms.is_some())
-                || recent.buckets.values().any(|b| b.stats.last_event_ms.is_some());
+            let seen = recent
+                .days
+                .values()
+                .any(|d| d.stats.last_event_ms.is_some())
+                || recent
+                    .buckets
+                    .values()
+                    .any(|b| b.stats.last_event_ms.is_some());
             if let Some(today) = today
                 && !seen
                 && lookback_days > 0
@@ -372,7 +426,10 @@ impl Store {
             if now == epoch {
                 return Ok(recent);
             }
-            tracing::info!(proxy_id, "the buckets were folded during the read; reading again");
+            tracing::info!(
+                proxy_id,
+                "the buckets were folded during the read; reading again"
+            );
             epoch = now;
         }
         Err(StorageError::Unavailable(format!(
@@ -401,7 +458,11 @@ impl PendingBudget {
 
     /// The chunk's part; a chunk that cannot be decoded is skipped, logged at
     /// error level (the aggregation quarantines it), never a failed read.
-    fn decode(&mut self, proxy_id: &str, chunk: &PendingChunk) -> Option<crate::domain::rollup::DayPart> {
+    fn decode(
+        &mut self,
+        proxy_id: &str,
+        chunk: &PendingChunk,
+    ) -> Option<crate::domain::rollup::DayPart> {
         match chunk.part() {
             Ok(part) => Some(part),
             Err(e) => {

@@ -90,7 +90,8 @@ impl ProxyFold {
             return false;
         }
         let place = format!("{}#{}", keys::day_key(day), keys::chunk_identity(entry));
-        self.read_through.as_ref().is_some_and(|r| &place <= r) && !self.still_pending.contains(&place)
+        self.read_through.as_ref().is_some_and(|r| &place <= r)
+            && !self.still_pending.contains(&place)
     }
 
     /// `folded` with the gone entries dropped, if it is long enough to prune.
@@ -141,7 +142,10 @@ impl Store {
         let mut prunes = false;
         let mut bucket_writes = Vec::new();
         for index in &touched {
-            let current = stored_buckets.get(&(day, *index)).cloned().unwrap_or_default();
+            let current = stored_buckets
+                .get(&(day, *index))
+                .cloned()
+                .unwrap_or_default();
             let mut next = current.value.clone();
             let mut added = Vec::new();
             for (key, part) in chunks {
@@ -186,7 +190,9 @@ impl Store {
                 day_next.folded = kept;
                 prunes = true;
             }
-            day_next.folded.extend(added.into_iter().map(|k| (k, now_ms)));
+            day_next
+                .folded
+                .extend(added.into_iter().map(|k| (k, now_ms)));
         }
         // 2. Nobody else at work on this proxy since this run's view.
         let epoch_now = if prunes {
@@ -211,7 +217,8 @@ impl Store {
                 async move {
                     let mut item = keys::bucket(&proxy_id, day, index);
                     item.insert(EXPIRES_AT.into(), n(expires));
-                    self.put_versioned(item, &next, version, "write bucket").await
+                    self.put_versioned(item, &next, version, "write bucket")
+                        .await
                 }
             })
             .buffer_unordered(CONCURRENT_BUCKET_WRITES)
@@ -298,7 +305,10 @@ impl Store {
             loop {
                 attempts += 1;
                 let current = self
-                    .get_versioned::<StoredBucket>(keys::bucket(proxy_id, day, *index), "read bucket")
+                    .get_versioned::<StoredBucket>(
+                        keys::bucket(proxy_id, day, *index),
+                        "read bucket",
+                    )
                     .await?
                     .unwrap_or_default();
                 if holds(&current.value.folded, marker) {
@@ -306,7 +316,8 @@ impl Store {
                 }
                 let mut next = current.value.clone();
                 next.bucket.merge(bucket);
-                next.folded.push((marker.to_string(), self.clock.now().timestamp_millis()));
+                next.folded
+                    .push((marker.to_string(), self.clock.now().timestamp_millis()));
                 let mut item = keys::bucket(proxy_id, day, *index);
                 item.insert(EXPIRES_AT.into(), n(expires));
                 if self

@@ -94,7 +94,9 @@ pub fn pending_day_after(day: NaiveDate) -> String {
 
 /// The day a chunk's sort key belongs to.
 pub fn day_of_pending(sort_key: &str) -> Option<NaiveDate> {
-    sort_key.split_once('#').and_then(|(day, _)| parse_day_key(day))
+    sort_key
+        .split_once('#')
+        .and_then(|(day, _)| parse_day_key(day))
 }
 
 /// What identifies a chunk inside the `folded` lists of the items it was
@@ -253,7 +255,10 @@ mod tests {
         assert_eq!(chunk_identity(&a), "0000000000001#x");
         // a v2 key of the same chunk has the same identity
         assert_eq!(chunk_identity("edge-1#0000000000001#x"), chunk_identity(&a));
-        assert_eq!(v2::proxy_of_pending("edge-1#0000000000001#x"), Some("edge-1"));
+        assert_eq!(
+            v2::proxy_of_pending("edge-1#0000000000001#x"),
+            Some("edge-1")
+        );
     }
 
     #[test]

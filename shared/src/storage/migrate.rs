@@ -23,13 +23,13 @@ use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
 use super::codec::{FORMAT_V1, decode_with};
+use super::error::StorageError;
 use super::keys::{self, parse_day_key, s};
 use super::retry::{classify, with_retries};
 use super::{Store, get_blob, get_s};
 use crate::domain::event::{Event, EventType};
 use crate::domain::rollup::{Rollup, Stats, fold_events};
 use crate::domain::sketch::LatencySketch;
-use super::error::StorageError;
 
 /// What the v1 data of a day is recorded under in the v2 items. `~` sorts
 /// after every chunk key, so no fold ever prunes it.
@@ -316,7 +316,11 @@ impl Store {
         .await
     }
 
-    async fn v1_rollup(&self, proxy_id: &str, day: NaiveDate) -> Result<Option<Rollup>, StorageError> {
+    async fn v1_rollup(
+        &self,
+        proxy_id: &str,
+        day: NaiveDate,
+    ) -> Result<Option<Rollup>, StorageError> {
         let item = self
             .get_item(keys::v1::rollup(proxy_id, day), "read v1 rollup")
             .await?;

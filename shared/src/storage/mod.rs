@@ -23,8 +23,8 @@
 //! one-shot migration ([`migrate`]).
 
 mod codec;
-mod error;
 mod days;
+mod error;
 mod fold;
 pub mod keys;
 pub mod migrate;
@@ -45,19 +45,19 @@ use aws_sdk_dynamodb::types::{
 
 use crate::clock::Clock;
 
-pub use error::StorageError;
 pub use codec::{FORMAT_V1, FORMAT_V2, decode_body, decode_with, encode_body, encode_with};
 pub use days::{
     DaySink, READ_PENDING_BUDGET_BYTES, Recent, StoredBucket, StoredDay, Versioned, bucket_of,
 };
+pub use error::StorageError;
 pub use fold::{BatchChunk, DayFold, PRUNE_FOLDED_OVER, ProxyFold};
-pub use pending::{DirtyMark, MARK_REFRESH, MARK_TRUSTED_FOR, PendingChunk, PendingPage};
 pub use keys::PENDING_SHARDS;
+pub use pending::{DirtyMark, MARK_REFRESH, MARK_TRUSTED_FOR, PendingChunk, PendingPage};
 pub use proxies::Proxy;
 pub use quarantine::{FailureRecord, QUARANTINE_AFTER};
 pub use record::{
-    ChunkBody, Destination, EventStatus, body_fingerprint, IDEMPOTENCY_RETENTION, RecordOutcome, Sequence,
-    SequencedOutcome,
+    ChunkBody, Destination, EventStatus, IDEMPOTENCY_RETENTION, RecordOutcome, Sequence,
+    SequencedOutcome, body_fingerprint,
 };
 pub use retry::MAX_ATTEMPTS;
 // Meter and Usage are defined here.

@@ -62,9 +62,8 @@ impl PendingChunk {
 
     /// Its part, decoded; [`StorageError::Corrupt`] if it cannot be.
     pub fn part(&self) -> Result<DayPart, StorageError> {
-        decode_body::<DayPart>(&self.body).map_err(|e| {
-            StorageError::Corrupt(format!("pending chunk {}: {e}", self.sort_key))
-        })
+        decode_body::<DayPart>(&self.body)
+            .map_err(|e| StorageError::Corrupt(format!("pending chunk {}: {e}", self.sort_key)))
     }
 
     /// What the item takes in the table (for budgets in bytes).
@@ -228,7 +227,10 @@ impl Store {
     ) -> Result<(), StorageError> {
         self.query_each(
             keys::pending_partition(proxy_id),
-            Some((keys::pending_day_prefix(start), keys::pending_day_after(end))),
+            Some((
+                keys::pending_day_prefix(start),
+                keys::pending_day_after(end),
+            )),
             "read pending chunks",
             |item| match PendingChunk::from_item(item) {
                 Some(chunk) => visit(chunk),
@@ -244,7 +246,11 @@ impl Store {
         proxy_id: &str,
     ) -> Result<Vec<PendingChunk>, StorageError> {
         let items = self
-            .query_all(keys::pending_partition(proxy_id), None, "read pending chunks")
+            .query_all(
+                keys::pending_partition(proxy_id),
+                None,
+                "read pending chunks",
+            )
             .await?;
         Ok(items.iter().filter_map(PendingChunk::from_item).collect())
     }
@@ -311,7 +317,10 @@ impl Store {
     ) -> Result<(), StorageError> {
         let mut item = keys::quarantined_chunk(proxy_id, &chunk.sort_key);
         item.insert("retention".into(), n(chunk.retention_days));
-        item.insert("body".into(), AttributeValue::B(Blob::new(chunk.body.clone())));
+        item.insert(
+            "body".into(),
+            AttributeValue::B(Blob::new(chunk.body.clone())),
+        );
         self.move_item(
             item,
             keys::pending_chunk(proxy_id, &chunk.sort_key),
@@ -322,9 +331,16 @@ impl Store {
 
     /// Puts a quarantined chunk back in the pending partition (an operator
     /// deployed a build that reads it). `false`: there is no such chunk.
-    pub async fn release_chunk(&self, proxy_id: &str, sort_key: &str) -> Result<bool, StorageError> {
+    pub async fn release_chunk(
+        &self,
+        proxy_id: &str,
+        sort_key: &str,
+    ) -> Result<bool, StorageError> {
         let Some(mut item) = self
-            .get_item(keys::quarantined_chunk(proxy_id, sort_key), "read quarantined chunk")
+            .get_item(
+                keys::quarantined_chunk(proxy_id, sort_key),
+                "read quarantined chunk",
+            )
             .await?
         else {
             return Ok(false);
@@ -379,12 +395,13 @@ impl Store {
         ];
         let token = uuid::Uuid::new_v4().to_string();
         with_retries(|| async {
-            self.transact(&actions, &token).await.map(|_| ()).map_err(|err| {
-                match super::retry::cancellations(&err) {
+            self.transact(&actions, &token)
+                .await
+                .map(|_| ())
+                .map_err(|err| match super::retry::cancellations(&err) {
                     Some(reasons) => super::retry::cancelled(what, &reasons),
                     None => classify(what, err),
-                }
-            })
+                })
         })
         .await
     }
@@ -426,7 +443,8 @@ impl Store {
                         let Some(day) = keys::parse_day_key(&day) else {
                             continue;
                         };
-                        let v3_key = format!("{}#{}", keys::day_key(day), keys::chunk_identity(sort_key));
+                        let v3_key =
+                            format!("{}#{}", keys::day_key(day), keys::chunk_identity(sort_key));
                         let mut put = keys::pending_chunk(proxy_id, &v3_key);
                         put.insert("retention".into(), n(get_n(item, "retention").unwrap_or(7)));
                         put.insert("body".into(), AttributeValue::B(Blob::new(bytes)));
@@ -437,7 +455,11 @@ impl Store {
                     // Kept whole for an operator, in the proxy's quarantine.
                     tracing::error!(proxy_id, chunk = sort_key, error = %e, "v2 chunk unreadable; quarantined");
                     let mut put = keys::quarantined_chunk(proxy_id, sort_key);
-                    put.extend(item.iter().filter(|(k, _)| *k != keys::PK && *k != keys::SK).map(|(k, v)| (k.clone(), v.clone())));
+                    put.extend(
+                        item.iter()
+                            .filter(|(k, _)| *k != keys::PK && *k != keys::SK)
+                            .map(|(k, v)| (k.clone(), v.clone())),
+                    );
                     actions.push(put);
                 }
             }
@@ -464,12 +486,13 @@ impl Store {
             writes.push(TransactWriteItem::builder().delete(delete).build());
             let token = uuid::Uuid::new_v4().to_string();
             with_retries(|| async {
-                self.transact(&writes, &token).await.map(|_| ()).map_err(|err| {
-                    match super::retry::cancellations(&err) {
+                self.transact(&writes, &token)
+                    .await
+                    .map(|_| ())
+                    .map_err(|err| match super::retry::cancellations(&err) {
                         Some(reasons) => super::retry::cancelled("move v2 chunk", &reasons),
                         None => classify("move v2 chunk", err),
-                    }
-                })
+                    })
             })
             .await?;
             moved += 1;

@@ -11,8 +11,8 @@ use super::{Store, get_n, get_s};
 
 /// The proxy item's attribute counting the aggregation's chunk deletions.
 const FOLD_EPOCH: &str = "foldEpoch";
-use crate::domain::tier::Tier;
 use super::error::StorageError;
+use crate::domain::tier::Tier;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Proxy {
@@ -143,6 +143,9 @@ impl Store {
         let item = self
             .get_item(keys::proxy(proxy_id), "read fold epoch")
             .await?;
-        Ok(item.as_ref().and_then(|i| get_n(i, FOLD_EPOCH)).unwrap_or(0))
+        Ok(item
+            .as_ref()
+            .and_then(|i| get_n(i, FOLD_EPOCH))
+            .unwrap_or(0))
     }
 }

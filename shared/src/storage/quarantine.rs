@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 
 use aws_sdk_dynamodb::types::ReturnValue;
 
+use super::error::StorageError;
 use super::keys::{self, n, s};
 use super::retry::{classify, with_retries};
 use super::{Store, get_n, get_s};
-use super::error::StorageError;
 
 /// Failed runs in a row after which a day is quarantined.
 pub const QUARANTINE_AFTER: u64 = 3;

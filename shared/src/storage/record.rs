@@ -24,12 +24,12 @@ use aws_sdk_dynamodb::types::{
 use chrono::{DateTime, NaiveDate, Utc};
 
 use super::codec::encode_body;
+use super::error::StorageError;
 use super::keys::{self, EXPIRES_AT, n};
 use super::retry::{Failure, MAX_ATTEMPTS, backoff, cancellations, cancelled, classify};
 use super::{Store, get_n};
 use crate::domain::event::Event;
 use crate::domain::rollup::{DayPart, fold_events};
-use super::error::StorageError;
 
 /// DynamoDB's limit on actions in one TransactWriteItems.
 const MAX_TRANSACT_ACTIONS: usize = 100;
