@@ -13,12 +13,14 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
+mod memory;
 mod part;
 mod stats;
 #[cfg(test)]
 mod tests;
 mod windows;
 
+pub use memory::btree_heap_bytes;
 pub use part::{Bucket, DayPart, bound_errors, fold_events};
 pub use stats::Stats;
 pub use windows::SummaryWindows;
@@ -93,6 +95,14 @@ impl Rollup {
         self.healthy_buckets
             .get(bucket / 64)
             .is_some_and(|w| w & (1 << (bucket % 64)) != 0)
+    }
+
+    /// Bytes held on the heap (an estimate within a small factor); the
+    /// inline part is `size_of::<Rollup>()`.
+    pub fn heap_bytes(&self) -> usize {
+        self.stats.heap_bytes()
+            + self.healthy_buckets.capacity() * std::mem::size_of::<u64>()
+            + memory::errors_heap_bytes(&self.errors)
     }
 
     pub fn event_count(&self) -> u64 {

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
+use super::memory::{btree_heap_bytes, errors_heap_bytes};
 use super::{
     BUCKET_MS, BUCKETS_PER_DAY, ERROR_MESSAGES_KEPT, ERROR_TEXT_KEPT_BYTES, Stats, day_start_ms,
 };
@@ -19,6 +20,11 @@ pub struct Bucket {
 }
 
 impl Bucket {
+    /// Bytes held on the heap; the inline part is `size_of::<Bucket>()`.
+    pub fn heap_bytes(&self) -> usize {
+        self.stats.heap_bytes()
+    }
+
     pub fn merge(&mut self, other: &Bucket) {
         self.stats.merge(&other.stats);
         self.healthy |= other.healthy;
@@ -47,6 +53,15 @@ impl DayPart {
         if let Some(message) = &event.error_message {
             count_error(&mut self.errors, message, 1);
         }
+    }
+
+    /// Bytes held on the heap (an estimate within a small factor: the map
+    /// nodes are estimated, see [`btree_heap_bytes`]); the inline part is
+    /// `size_of::<DayPart>()`.
+    pub fn heap_bytes(&self) -> usize {
+        btree_heap_bytes::<u16, Bucket>(self.buckets.len())
+            + self.buckets.values().map(Bucket::heap_bytes).sum::<usize>()
+            + errors_heap_bytes(&self.errors)
     }
 
     pub fn event_count(&self) -> u64 {

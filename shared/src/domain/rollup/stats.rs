@@ -165,6 +165,12 @@ impl Stats {
         };
     }
 
+    /// Bytes held on the heap (the sketch's bins); the inline part is
+    /// `size_of::<Stats>()`.
+    pub fn heap_bytes(&self) -> usize {
+        self.sketch.heap_bytes()
+    }
+
     pub fn success_rate(&self) -> Option<f64> {
         (self.request_count > 0).then(|| self.success_count as f64 / self.request_count as f64)
     }
