@@ -369,7 +369,5 @@ impl Tally {
 /// the decoded state, not on the stored bytes (a compact encoding can
 /// decode to far more).
 fn decoded_bytes(part: &DayPart, encoded: usize) -> usize {
-    // Until sketches report their own heap size: a generous bound per
-    // bucket (a dense sketch store spans at most 2,048 bins of 8 bytes).
-    (part.buckets.len() * (2_048 * 8 + 256)).max(encoded)
+    part.heap_bytes().max(encoded)
 }

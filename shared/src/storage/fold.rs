@@ -38,8 +38,10 @@ use crate::domain::rollup::{DayPart, Rollup, day_start_ms};
 /// Bucket items written at once.
 const CONCURRENT_BUCKET_WRITES: usize = 8;
 /// An item's `folded` list is pruned (of chunks known deleted) once it is
-/// longer than this: pruning costs an epoch move, so it is done in batches.
-pub const PRUNE_FOLDED_OVER: usize = 64;
+/// longer than this. Pruning costs one epoch move (1 WRU) per batch, while
+/// every kept entry (~65 bytes) is paid again at each write and read of the
+/// item: pruning at once is the cheaper.
+pub const PRUNE_FOLDED_OVER: usize = 0;
 
 /// What a run knows of one proxy while it folds it, page after page.
 #[derive(Debug, Clone)]
