@@ -123,6 +123,18 @@ async fn forward(State(front): State<Arc<Front>>, mut request: Request) -> Respo
     if !known {
         return not_found(&method, &path);
     }
+    // A header value that is not visible ASCII: the watcher fails on it with
+    // its own 500 before any function runs; API Gateway refuses it itself.
+    if request.headers().values().any(|v| v.to_str().is_err()) {
+        return json_response(
+            StatusCode::BAD_REQUEST,
+            serde_json::json!({
+                "error": "INVALID_REQUEST",
+                "message": "A header value holds characters other than visible ASCII.",
+                "code": "PROXY_METRICS_400",
+            }),
+        );
+    }
     let target = request
         .uri()
         .path_and_query()
