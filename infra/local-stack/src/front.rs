@@ -34,6 +34,14 @@ pub struct Routes {
     count: usize,
 }
 
+impl std::fmt::Debug for Routes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Routes")
+            .field("count", &self.count)
+            .finish()
+    }
+}
+
 impl Routes {
     /// The router table of the workspace's `Cargo.toml`.
     pub fn from_cargo_toml(path: &Path) -> Result<Self, String> {
