@@ -1,7 +1,36 @@
-"""Schemathesis hooks for scripts/fuzz-api: the two kinds of request the local
-stack cannot take the way API Gateway would (README, "Fuzzing the API")."""
+"""Schemathesis hooks for scripts/fuzz-api (README, "Fuzzing the API"): the
+contract's rule for methods outside the document, and the two kinds of
+request the local stack cannot take the way API Gateway would."""
+
+import json
 
 import schemathesis
+from schemathesis.generation.meta import CoveragePhaseData, CoverageScenario
+
+# A gateway answers from its route table: no function runs, so no wait.
+UNSUPPORTED_METHOD_SECONDS = 1.0
+
+
+@schemathesis.check
+def unsupported_method_is_404(ctx, response, case):
+    """A method the document does not list for a path gets 404 NOT_FOUND at
+    once (the contract: the gateway answers it, as API Gateway does). This
+    replaces schemathesis' own `unsupported_method`, which wants 405 with an
+    `Allow` header: neither API Gateway nor the contract answers that."""
+    meta = case.meta
+    if meta is None or not isinstance(meta.phase.data, CoveragePhaseData):
+        return None
+    if meta.phase.data.scenario != CoverageScenario.UNSPECIFIED_HTTP_METHOD:
+        return None
+    method = response.request.method
+    if response.status_code != 404:
+        raise AssertionError(f"{method} on {case.operation.path}: {response.status_code}, expected 404")
+    if response.elapsed > UNSUPPORTED_METHOD_SECONDS:
+        raise AssertionError(f"{method} on {case.operation.path}: answered after {response.elapsed:.1f} s")
+    body = json.loads(response.content or b"null")
+    if not isinstance(body, dict) or body.get("error") != "NOT_FOUND" or body.get("code") != "PROXY_METRICS_404":
+        raise AssertionError(f"{method} on {case.operation.path}: not the contract's 404 body: {body!r}")
+    return None
 
 
 @schemathesis.hook

@@ -1,7 +1,7 @@
 //! Start-up wiring: what each function builds once, before its first request.
 //!
 //! The API functions build an [`App`] (store, token checks, clock, the
-//! per-proxy limit); the scheduled aggregation builds a store only
+//! per-proxy and per-caller limits); the scheduled aggregation builds a store only
 //! (`Store::from_env`): no token checks, no JWT configuration.
 
 use std::collections::HashMap;
@@ -9,7 +9,10 @@ use std::collections::HashMap;
 use crate::auth::{AuthConfig, Authenticator};
 use crate::clock::Clock;
 use crate::config::{ConfigError, StoreConfig, Vars};
-use crate::ratelimit::{DEFAULT_RECORD_BURST, DEFAULT_RECORD_RATE, RateLimit, RateLimiter};
+use crate::ratelimit::{
+    DEFAULT_CALLER_BURST, DEFAULT_CALLER_RATE, DEFAULT_RECORD_BURST, DEFAULT_RECORD_RATE,
+    RateLimit, RateLimiter,
+};
 use crate::storage::Store;
 
 /// The whole configuration of an API function.
@@ -20,6 +23,10 @@ pub struct Config {
     /// Per proxy, per container: `RECORD_RATE_PER_PROXY` requests a second,
     /// `RECORD_BURST_PER_PROXY` at once (see `ratelimit.rs`).
     pub record_limit: RateLimit,
+    /// Per caller (token `sub`), per container: `REQUEST_RATE_PER_CALLER`
+    /// requests a second, `REQUEST_BURST_PER_CALLER` at once, on every
+    /// request that reads storage for the caller (see `ratelimit.rs`).
+    pub caller_limit: RateLimit,
 }
 
 impl Config {
@@ -52,6 +59,10 @@ impl Config {
                 rate: positive("RECORD_RATE_PER_PROXY", DEFAULT_RECORD_RATE)?,
                 burst: positive("RECORD_BURST_PER_PROXY", DEFAULT_RECORD_BURST)?.max(1.0),
             },
+            caller_limit: RateLimit {
+                rate: positive("REQUEST_RATE_PER_CALLER", DEFAULT_CALLER_RATE)?,
+                burst: positive("REQUEST_BURST_PER_CALLER", DEFAULT_CALLER_BURST)?.max(1.0),
+            },
         })
     }
 }
@@ -62,8 +73,10 @@ pub struct App {
     pub auth: Authenticator,
     /// The one source of "now" (pinned in tests).
     pub clock: Clock,
-    /// Per-proxy recording limit of this container.
+    /// Per-proxy recording limit of this container (after ownership).
     pub record_limiter: RateLimiter,
+    /// Per-caller limit of this container (before the ownership read).
+    pub caller_limiter: RateLimiter,
 }
 
 impl App {
@@ -79,6 +92,7 @@ impl App {
             auth: Authenticator::new(&config.auth, clock.clone()),
             clock,
             record_limiter: RateLimiter::new(config.record_limit),
+            caller_limiter: RateLimiter::new(config.caller_limit),
         }
     }
 

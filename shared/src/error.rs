@@ -35,6 +35,9 @@ pub enum ApiError {
     /// A proxy recording faster than its limit: retry after this many seconds.
     #[error("This proxy is recording faster than its limit; retry after {retry_after} s.")]
     RateLimited { retry_after: u64 },
+    /// A caller (token `sub`) sending faster than its own limit.
+    #[error("This caller is sending requests faster than its limit; retry after {retry_after} s.")]
+    CallerRateLimited { retry_after: u64 },
     /// Storage throttled or unavailable after our own retries.
     #[error("storage unavailable: {0}")]
     ServiceUnavailable(String),
@@ -58,7 +61,7 @@ impl ApiError {
             Self::Conflict(_) | Self::SequenceGap { .. } | Self::SequenceConflict { .. } => 409,
             Self::PayloadTooLarge(_) => 413,
             Self::RangeTooLarge(_) => 422,
-            Self::RateLimited { .. } => 429,
+            Self::RateLimited { .. } | Self::CallerRateLimited { .. } => 429,
             Self::ServiceUnavailable(_) => 503,
             Self::Internal(_) => 500,
         }
@@ -68,7 +71,9 @@ impl ApiError {
     pub fn retry_after(&self) -> Option<u64> {
         match self {
             Self::ServiceUnavailable(_) => Some(u64::from(RETRY_AFTER_SECONDS)),
-            Self::RateLimited { retry_after } => Some(*retry_after),
+            Self::RateLimited { retry_after } | Self::CallerRateLimited { retry_after } => {
+                Some(*retry_after)
+            }
             _ => None,
         }
     }
@@ -85,7 +90,9 @@ impl ApiError {
             Self::SequenceConflict { .. } => ("SEQUENCE_CONFLICT", "PROXY_METRICS_409"),
             Self::PayloadTooLarge(_) => ("PAYLOAD_TOO_LARGE", "PROXY_METRICS_413"),
             Self::RangeTooLarge(_) => ("RANGE_TOO_LARGE", "PROXY_METRICS_422"),
-            Self::RateLimited { .. } => ("RATE_LIMITED", "PROXY_METRICS_429"),
+            Self::RateLimited { .. } | Self::CallerRateLimited { .. } => {
+                ("RATE_LIMITED", "PROXY_METRICS_429")
+            }
             Self::ServiceUnavailable(_) => ("SERVICE_UNAVAILABLE", "PROXY_METRICS_503"),
             Self::Internal(_) => ("INTERNAL_SERVER_ERROR", "PROXY_METRICS_500"),
         }

@@ -11,6 +11,9 @@ use crate::domain::validate_proxy_id;
 use crate::error::ApiError;
 use crate::storage::Proxy;
 
+mod json_keys;
+pub use json_keys::repeated_key;
+
 /// The largest request body accepted (the contract's 1 MiB).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
@@ -77,7 +80,8 @@ pub fn header(request: &Request, name: &str) -> Result<Option<String>, ApiError>
         .transpose()
 }
 
-/// The JSON body, within the size limit and declared as JSON (if declared at all).
+/// The JSON body, within the size limit, declared as JSON (if declared at
+/// all) and repeating no key within an object (every JSON body comes here).
 pub fn json_body(request: &Request) -> Result<&[u8], ApiError> {
     if let Some(ct) = header(request, "content-type")? {
         let media = ct
@@ -110,14 +114,32 @@ pub fn json_body(request: &Request) -> Result<&[u8], ApiError> {
             "The request body is empty; a JSON object is expected.",
         ));
     }
+    if let Some(repeated) = repeated_key(bytes) {
+        return Err(ApiError::invalid(format!(
+            "The body is not valid JSON: {repeated}; send each key once."
+        )));
+    }
     Ok(bytes)
 }
 
+/// Takes one token of the caller's own limit (keyed by `sub`): every
+/// request that reads storage on a caller's behalf passes here first, so one
+/// caller can cause only a bounded number of reads — of its own proxies or of
+/// ids it does not own alike.
+pub fn take_caller_limit(app: &App, caller: &Caller) -> Result<(), ApiError> {
+    app.caller_limiter
+        .take(&caller.user_id, app.clock.now())
+        .map_err(|retry_after| ApiError::CallerRateLimited { retry_after })
+}
+
 /// The proxy named in the path, if the caller may act on it. An unknown proxy
-/// and another user's proxy get the same 404, after the same single read.
+/// and another user's proxy get the same 404, after the same single read,
+/// which the caller's own limit pays for (a caller past it gets 429 before
+/// the read).
 pub async fn owned_proxy(app: &App, caller: &Caller, proxy_id: &str) -> Result<Proxy, ApiError> {
     validate_proxy_id(proxy_id)?;
     caller.require_proxy(proxy_id)?;
+    take_caller_limit(app, caller)?;
     let mut proxy = match app.store.get_proxy(proxy_id).await? {
         Some(proxy) if proxy.owner_id == caller.user_id => proxy,
         _ => {

@@ -1,15 +1,21 @@
-//! A per-proxy limit on recording: one token bucket per proxy, kept in the
-//! container's memory (so a noisy proxy is refused before it costs a storage
-//! call), on top of the stage-wide limits of API Gateway.
+//! Token buckets kept in the container's memory, on top of the stage-wide
+//! limits of API Gateway, for two limits:
 //!
-//! What it guarantees: within one warm container, a proxy gets at most
+//! - per caller (the token's `sub`), on every request that reads storage on
+//!   the caller's behalf, taken *before* the ownership read: one caller can
+//!   cause at most that many ownership reads, whoever's proxy id it names;
+//! - per proxy, on recording, taken only *after* ownership is proven: only
+//!   the proxy's owner spends it, so nobody else's requests can make a
+//!   proxy's records 429 (they get 404, then their own 429).
+//!
+//! What each guarantees: within one warm container, a key gets at most
 //! `burst` requests at once and `rate` a second sustained, and is answered
 //! 429 with `Retry-After` beyond. What it does not: Lambda spreads a proxy's
 //! requests over as many containers as run at once, each with its own
 //! buckets, so the fleet-wide bound is `rate × containers`, and a cold
 //! container starts with a full bucket. The stage throttle (template
 //! parameters) caps everything; reserved concurrency on the function caps
-//! the number of containers, and with it the per-proxy total.
+//! the number of containers, and with it the per-key total.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -20,6 +26,12 @@ use chrono::{DateTime, Utc};
 /// seconds is far below them; a runaway loop is not.
 pub const DEFAULT_RECORD_RATE: f64 = 10.0;
 pub const DEFAULT_RECORD_BURST: f64 = 50.0;
+
+/// Defaults of the per-caller limit: room for an owner's proxies recording
+/// and a dashboard reading at once (a fifth of the default stage throttle),
+/// while a caller probing other tenants' ids is held to that many reads.
+pub const DEFAULT_CALLER_RATE: f64 = 20.0;
+pub const DEFAULT_CALLER_BURST: f64 = 100.0;
 
 /// Buckets kept at most; the idlest are dropped beyond (a dropped bucket
 /// was full again anyway once idle for `burst / rate` seconds).
@@ -39,7 +51,7 @@ struct Bucket {
     at_ms: i64,
 }
 
-/// Token buckets by key (a proxy id).
+/// Token buckets by key (a proxy id, or a caller's `sub`).
 #[derive(Debug)]
 pub struct RateLimiter {
     limit: RateLimit,

@@ -2,6 +2,8 @@
 //! starts it and sets `E2E_API_URL`; `E2E_JWT_SECRET` if not the default).
 
 mod common;
+#[path = "e2e/unknown_routes.rs"]
+mod unknown_routes;
 
 use chrono::{DateTime, Utc};
 use proxy_metrics::clock::Clock;

@@ -192,7 +192,7 @@ async fn the_summary_looks_back_seven_days_for_the_latest_values() {
 }
 
 #[tokio::test]
-async fn a_proxy_recording_past_its_limit_gets_429_before_any_storage_call() {
+async fn a_proxy_recording_past_its_limit_gets_429_after_one_ownership_read() {
     let h = Harness::start_with(&[
         ("RECORD_RATE_PER_PROXY", "2"),
         ("RECORD_BURST_PER_PROXY", "3"),
@@ -209,11 +209,11 @@ async fn a_proxy_recording_past_its_limit_gets_429_before_any_storage_call() {
     let (s, b, headers) = send_record(&h.app, record_req(&t, "noisy").json(one())).await;
     assert_error(s, &b, 429, "RATE_LIMITED");
     assert_eq!(headers.get("retry-after").map(String::as_str), Some("1"));
-    assert_eq!(
-        h.app.store.usage().calls,
-        before.calls,
-        "refused before any storage call"
-    );
+    // The proxy's bucket is taken only once ownership is proven (so nobody
+    // else can spend it): a refused record costs that one read, no write.
+    let cost = h.app.store.usage() - before;
+    assert_eq!(cost.calls, 1, "only the ownership read");
+    assert_eq!(cost.write_units, 0.0, "nothing written");
     // another tenant's proxy is not held back
     assert_eq!(h.record(&t, "quiet", one()).await.0, 201);
     // half a second later one more request fits (2 a second)

@@ -4,6 +4,8 @@
 //!
 //! Used by the `local-stack` binary and by the tests.
 
+pub mod front;
+
 use std::path::{Path, PathBuf};
 
 use dynoxide::Database;

@@ -4,8 +4,10 @@
 //!   `$DATA_DIR`, holding the table `infra/template.yaml` defines — or, when
 //!   `DYNAMODB_ENDPOINT` is set, that endpoint (the table is created there if
 //!   missing);
-//! - `cargo lambda watch --only-lambda-apis` serving the API Gateway routes
-//!   (and the Lambda invoke API) on `$API_PORT`, with the functions' prebuilt
+//! - on `$API_PORT`, a front door (`front.rs`) standing in for API Gateway:
+//!   a path or method outside the routes gets 404 at once, the rest goes to
+//! - `cargo lambda watch --only-lambda-apis` on a private port, serving the
+//!   API Gateway routes (and the Lambda invoke API), with the functions' prebuilt
 //!   binaries (`target/debug/<function>`, built by `scripts/local-stack` with
 //!   the same command as `scripts/test`) started here as Lambda runtime
 //!   clients, `$FUNCTION_INSTANCES` of each, so several clients are served at
@@ -42,6 +44,8 @@ const PASSED_THROUGH: &[&str] = &[
     "AWS_LAMBDA_LOG_FORMAT",
     "RECORD_RATE_PER_PROXY",
     "RECORD_BURST_PER_PROXY",
+    "REQUEST_RATE_PER_CALLER",
+    "REQUEST_BURST_PER_CALLER",
 ];
 
 fn env_or(name: &str, default: &str) -> String {
@@ -123,9 +127,17 @@ async fn run() -> Result<(), String> {
         }
     };
 
-    let mut watcher = spawn_watcher(&root, api_port)?;
+    // The front door takes the API port first (a port in use fails here,
+    // before anything starts); the watcher listens behind it.
+    let routes = local_stack::front::Routes::from_cargo_toml(&root.join("Cargo.toml"))?;
+    let front_listener = tokio::net::TcpListener::bind(("127.0.0.1", api_port as u16))
+        .await
+        .map_err(|e| format!("cannot listen on 127.0.0.1:{api_port} for the API: {e}"))?;
+    let watcher_port = free_port().await?;
+    let mut watcher = spawn_watcher(&root, watcher_port)?;
     let group = watcher.id().ok_or("cargo lambda watch exited at once")? as i32;
-    wait_for_port(api_port, &mut watcher).await?;
+    wait_for_port(watcher_port, &mut watcher).await?;
+    let front = local_stack::front::spawn(front_listener, routes, watcher_port as u16);
 
     let mut function_env: Vec<(String, String)> = vec![
         ("TABLE_NAME".into(), TABLE_NAME.into()),
@@ -150,7 +162,7 @@ async fn run() -> Result<(), String> {
     }
     let mut pool = FunctionPool {
         binaries,
-        api_port,
+        watcher_port,
         env: function_env,
         group,
         children: Vec::new(),
@@ -187,7 +199,7 @@ async fn run() -> Result<(), String> {
         tick.tick().await;
         loop {
             tick.tick().await;
-            invoke_aggregation(api_port).await;
+            invoke_aggregation(watcher_port).await;
         }
     };
     let dynamodb_stopped = async {
@@ -202,6 +214,7 @@ async fn run() -> Result<(), String> {
     let outcome = tokio::select! {
         _ = shutdown_signal() => Ok(()),
         status = watcher.wait() => Err(format!("cargo lambda watch exited: {status:?}")),
+        _ = front => Err("the API front stopped".to_string()),
         _ = dynamodb_stopped => Err("the DynamoDB server stopped".to_string()),
         _ = schedule => Ok(()),
         e = pool.supervise() => Err(e),
@@ -224,7 +237,7 @@ fn functions(root: &Path) -> Result<BTreeSet<String>, String> {
         .collect())
 }
 
-fn spawn_watcher(root: &Path, api_port: u64) -> Result<Child, String> {
+fn spawn_watcher(root: &Path, port: u64) -> Result<Child, String> {
     let mut command = Command::new("cargo");
     command
         .current_dir(root)
@@ -236,13 +249,25 @@ fn spawn_watcher(root: &Path, api_port: u64) -> Result<Child, String> {
             "127.0.0.1",
             "--invoke-port",
         ])
-        .arg(api_port.to_string())
+        .arg(port.to_string())
         .stdin(Stdio::null())
         .process_group(0)
         .kill_on_drop(true);
     command
         .spawn()
         .map_err(|e| format!("cannot start `cargo lambda watch` (is cargo-lambda installed? run scripts/local-stack): {e}"))
+}
+
+/// A loopback port free now, for the watcher behind the front door.
+async fn free_port() -> Result<u64, String> {
+    let probe = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .map_err(|e| format!("cannot find a free port for the watcher: {e}"))?;
+    let port = probe
+        .local_addr()
+        .map_err(|e| format!("cannot find a free port for the watcher: {e}"))?
+        .port();
+    Ok(u64::from(port))
 }
 
 async fn wait_for_port(port: u64, watcher: &mut Child) -> Result<(), String> {
@@ -266,7 +291,7 @@ async fn wait_for_port(port: u64, watcher: &mut Child) -> Result<(), String> {
 /// The function processes, each a Lambda runtime client of the watcher.
 struct FunctionPool {
     binaries: PathBuf,
-    api_port: u64,
+    watcher_port: u64,
     env: Vec<(String, String)>,
     /// The watcher's process group: stopping it stops them all.
     group: i32,
@@ -281,7 +306,7 @@ impl FunctionPool {
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env(
                 "AWS_LAMBDA_RUNTIME_API",
-                format!("http://127.0.0.1:{}/.rt/{function}", self.api_port),
+                format!("http://127.0.0.1:{}/.rt/{function}", self.watcher_port),
             )
             .env("AWS_LAMBDA_FUNCTION_NAME", function)
             .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
@@ -347,7 +372,7 @@ async fn shutdown_signal() {
 }
 
 /// One emulated EventBridge scheduled event through the watcher's invoke API.
-async fn invoke_aggregation(api_port: u64) {
+async fn invoke_aggregation(watcher_port: u64) {
     let now = local_stack::wall_clock();
     let event = serde_json::json!({
         "version": "0", "id": format!("{:x}", now.timestamp_nanos_opt().unwrap_or_default()),
@@ -356,7 +381,7 @@ async fn invoke_aggregation(api_port: u64) {
         "region": "us-east-1", "resources": [], "detail": {}
     });
     let path = format!("/2015-03-31/functions/{AGGREGATE_FUNCTION}/invocations");
-    match http_post(api_port, &path, &event.to_string()).await {
+    match http_post(watcher_port, &path, &event.to_string()).await {
         Ok(body) => eprintln!("scheduled aggregation: {body}"),
         Err(e) => eprintln!("scheduled aggregation failed: {e}"),
     }

@@ -10,7 +10,7 @@ use crate::domain::rollup::SummaryWindows;
 use crate::domain::validate_proxy_id;
 use crate::error::ApiError;
 use crate::export::prometheus::{PROMETHEUS_CONTENT_TYPE, ProxyFigures, encode};
-use crate::http::{App, authenticate, respond};
+use crate::http::{App, authenticate, respond, take_caller_limit};
 use crate::storage::Proxy;
 
 /// Proxies read at once during a scrape (each read is three or four queries).
@@ -24,6 +24,7 @@ pub async fn get_prometheus_metrics(app: &App, request: Request) -> Response<Bod
     respond(&request, async {
         let caller = authenticate(app, &request).await?;
         caller.require_scope(Scope::MetricsRead)?;
+        take_caller_limit(app, &caller)?;
         let proxies: Vec<Proxy> = match &caller.proxy_id {
             // One read for a proxy's own token; an id that is not a valid
             // proxy id cannot name a proxy.

@@ -3,11 +3,12 @@ use serde_json::Value;
 
 use crate::api::{ListProxiesResponse, ProxyBody, RegisterProxyResponse};
 
-use crate::auth::Scope;
+use crate::auth::{Caller, Scope};
 use crate::domain::event::reject_unknown;
+use crate::domain::tier::Tier;
 use crate::domain::{MAX_PROXY_NAME_CHARS, validate_proxy_id};
 use crate::error::ApiError;
-use crate::http::{App, authenticate, json_body, respond, success};
+use crate::http::{App, authenticate, json_body, respond, success, take_caller_limit};
 use crate::storage::Proxy;
 
 /// The fields of a registration body.
@@ -44,12 +45,13 @@ pub async fn register_proxy(app: &App, request: Request) -> Response<Body> {
             }
             Some(_) => return Err(ApiError::invalid("'name' must be a string.")),
         };
+        take_caller_limit(app, &caller)?;
         let proxy = Proxy {
             proxy_id,
             name,
             owner_id: caller.user_id.clone(),
             registered_at: app.clock.now(),
-            tier: caller.tier,
+            tier: owner_tier(app, &caller).await?,
             fold_epoch: 0,
         };
         app.store.register_proxy(&proxy).await?;
@@ -65,10 +67,29 @@ pub async fn register_proxy(app: &App, request: Request) -> Response<Body> {
     .await
 }
 
+/// The tier a new proxy keeps for its owner (it sets raw retention). Only
+/// the owner's user token says what that tier is: a proxy-scoped token's
+/// `tier` claim is the proxy's, not the owner's, and never sets it. For such
+/// a token the proxy takes the highest tier recorded on the owner's other
+/// proxies (keeping more rather than deleting early), or the default tier
+/// when there are none; the owner's next user-token request corrects it.
+async fn owner_tier(app: &App, caller: &Caller) -> Result<Tier, ApiError> {
+    if caller.proxy_id.is_none() {
+        return Ok(caller.tier);
+    }
+    let proxies = app.store.list_proxies(&caller.user_id).await?;
+    Ok(proxies
+        .iter()
+        .map(|p| p.tier)
+        .max_by_key(|t| t.raw_retention_days())
+        .unwrap_or(Tier::Free))
+}
+
 /// `GET /proxies`
 pub async fn list_proxies(app: &App, request: Request) -> Response<Body> {
     respond(&request, async {
         let caller = authenticate(app, &request).await?;
+        take_caller_limit(app, &caller)?;
         let mut proxies = app.store.list_proxies(&caller.user_id).await?;
         if let Some(own) = &caller.proxy_id {
             proxies.retain(|p| &p.proxy_id == own);

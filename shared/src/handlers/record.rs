@@ -17,12 +17,8 @@ pub async fn record_metrics(app: &App, request: Request) -> Response<Body> {
         let proxy_id = path_param(&request, "proxyId")?;
         crate::domain::validate_proxy_id(&proxy_id)?;
         caller.require_proxy(&proxy_id)?;
-        // Validate before the ownership read: bad input costs no storage call;
-        // neither does a proxy past its rate.
+        // Validate before the ownership read: bad input costs no storage call.
         let now = app.clock.now();
-        app.record_limiter
-            .take(&proxy_id, now)
-            .map_err(|retry_after| ApiError::RateLimited { retry_after })?;
         let sequence = parse_sequence_headers(
             header(&request, "producer-id")?.as_deref(),
             header(&request, "producer-sequence")?.as_deref(),
@@ -44,7 +40,13 @@ pub async fn record_metrics(app: &App, request: Request) -> Response<Body> {
         if sequence.is_some() {
             check_unique_event_ids(&body.events)?;
         }
+        // The caller's own limit is taken before the ownership read, the
+        // proxy's only after it: a request naming someone else's proxy (404)
+        // never spends that proxy's bucket.
         let proxy = owned_proxy(app, &caller, &proxy_id).await?;
+        app.record_limiter
+            .take(&proxy.proxy_id, now)
+            .map_err(|retry_after| ApiError::RateLimited { retry_after })?;
         let to = Destination {
             proxy_id: &proxy.proxy_id,
             retention_days: proxy.tier.raw_retention_days(),

@@ -105,9 +105,12 @@ pub fn config(endpoint: &str, extra: &[(&str, &str)]) -> Config {
         ("JWT_SECRET".into(), SECRET.into()),
         ("DYNAMODB_ENDPOINT".into(), endpoint.into()),
         // The pinned clock never refills a bucket: tests that are not about
-        // the per-proxy limit set it out of reach (rate_limit.rs tests it).
+        // the per-proxy and per-caller limits set them out of reach
+        // (hardening.rs and limits.rs test them).
         ("RECORD_RATE_PER_PROXY".into(), "1000000".into()),
         ("RECORD_BURST_PER_PROXY".into(), "1000000".into()),
+        ("REQUEST_RATE_PER_CALLER".into(), "1000000".into()),
+        ("REQUEST_BURST_PER_CALLER".into(), "1000000".into()),
     ]);
     for (k, v) in extra {
         vars.insert(k.to_string(), v.to_string());
