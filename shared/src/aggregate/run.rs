@@ -125,7 +125,13 @@ impl Run<'_> {
                 chunks.push(chunk);
             }
             let reached = jump.clone().unwrap_or(last);
-            fold.read_through = Some(reached.clone());
+            // The last page covers everything after it too ('~' sorts after
+            // every day): a chunk named in an item and not seen is gone.
+            fold.read_through = Some(if jump.is_none() && page.next.is_none() {
+                "~".to_string()
+            } else {
+                reached.clone()
+            });
             fold.still_pending
                 .extend(chunks.iter().map(|c| c.sort_key.clone()));
             if !self.fold_chunks(&mut fold, chunks).await {

@@ -346,10 +346,21 @@ impl Store {
                 .iter()
                 .map(|(at, item)| (*at, identities(&item.value.folded)))
                 .collect();
-            let span_start = today.map_or(first.0, |t| t.min(first.0));
+            // One pending query for all (the lookback's days included: a
+            // pending query before the items is as exact, see the module).
+            let lookback_start = today.map(|t| t - chrono::Duration::days(lookback_days));
+            let span_start = lookback_start.map_or(first.0, |t| t.min(first.0));
             let span_end = today.map_or(last.0, |t| t.max(last.0));
+            let mut older_chunks: Vec<PendingChunk> = Vec::new();
             self.visit_pending(proxy_id, span_start, span_end, |chunk| {
                 budget.take(proxy_id, &chunk)?;
+                if today.is_some_and(|t| chunk.day < t) {
+                    if chunk.day < first.0 {
+                        older_chunks.push(chunk);
+                        return Ok(());
+                    }
+                    older_chunks.push(chunk.clone());
+                }
                 let wants_day = today == Some(chunk.day)
                     && !day_folded
                         .get(&chunk.day)
@@ -406,20 +417,18 @@ impl Store {
                     .iter()
                     .map(|(d, item)| (*d, item.value.rollup.clone()))
                     .collect();
-                self.visit_pending(proxy_id, start, end, |chunk| {
-                    budget.take(proxy_id, &chunk)?;
-                    if folded
-                        .get(&chunk.day)
-                        .is_some_and(|f| f.contains(chunk.identity()))
+                for chunk in &older_chunks {
+                    if chunk.day < start
+                        || folded
+                            .get(&chunk.day)
+                            .is_some_and(|f| f.contains(chunk.identity()))
                     {
-                        return Ok(());
+                        continue;
                     }
-                    if let Some(part) = budget.decode(proxy_id, &chunk) {
+                    if let Some(part) = budget.decode(proxy_id, chunk) {
                         older.entry(chunk.day).or_default().merge_part(&part);
                     }
-                    Ok(())
-                })
-                .await?;
+                }
                 recent.days.extend(older);
             }
             let now = self.fold_epoch(proxy_id).await?;
