@@ -146,6 +146,7 @@ fn every_response_type_matches_its_openapi_schema() {
         registered_at: now,
         tier: Tier::Free,
         fold_epoch: 0,
+        bucket_retention: None,
     });
     let window = SummaryWindow::of(&Stats::default());
     let days = BTreeMap::from([(day, rollup.clone())]);

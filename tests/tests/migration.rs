@@ -254,3 +254,73 @@ async fn a_migration_cut_short_goes_on_where_it_stopped() {
     .unwrap_err();
     assert_eq!(err.status(), 400);
 }
+
+/// v1 expired raw events by the caller's tier: a day may keep some of its
+/// raw events while its rollup holds them all. The rollup wins, nothing is
+/// lost; and a day that cannot be migrated is counted, not the end of the run.
+#[tokio::test]
+async fn a_day_whose_raw_events_partly_expired_keeps_its_rollups_count() {
+    let h = Harness::start().await;
+    let t = user_token("alice");
+    h.register(&t, "edge").await;
+    let day = day_ago(2);
+    let events: Vec<V1Event> = (0..4)
+        .map(|i| v1_event(&format!("p{i}"), instant_on(day, i, 4, now()), 10))
+        .collect();
+    write_v1_day(&h, "edge", day, &events, true, 4).await;
+    // two of the four raw events expired (TTL): the chunk holds the others
+    h.client
+        .put_item()
+        .table_name(TABLE)
+        .item(
+            "pk",
+            AttributeValue::S(format!("EVENTS#edge#{}", day_str(day))),
+        )
+        .item("sk", AttributeValue::S("0000000000001#chunk".into()))
+        .item(
+            "body",
+            AttributeValue::B(Blob::new(
+                encode_with(FORMAT_V1, &events[2..].to_vec()).unwrap(),
+            )),
+        )
+        .send()
+        .await
+        .unwrap();
+    // another day whose raw events cannot be decoded
+    let broken = day_ago(3);
+    let others: Vec<V1Event> = (0..2)
+        .map(|i| v1_event(&format!("b{i}"), instant_on(broken, i, 2, now()), 1))
+        .collect();
+    write_v1_day(&h, "edge", broken, &others, true, 2).await;
+    h.client
+        .put_item()
+        .table_name(TABLE)
+        .item(
+            "pk",
+            AttributeValue::S(format!("EVENTS#edge#{}", day_str(broken))),
+        )
+        .item("sk", AttributeValue::S("0000000000001#chunk".into()))
+        .item("body", AttributeValue::B(Blob::new(vec![1, 0xff, 0xff])))
+        .send()
+        .await
+        .unwrap();
+    let report = aggregate::invoke(
+        &h.app.store,
+        &json!({"migrate": "v1"}),
+        RunLimits::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report["daysMigrated"], 1, "{report}");
+    assert_eq!(report["daysFromRollups"], 1);
+    assert_eq!(report["daysFailed"], 1);
+    assert_eq!(
+        report["done"], false,
+        "a rerun is needed for the failed day"
+    );
+    let m = daily(&h, &t, day).await;
+    assert_eq!(
+        (m["eventCount"].clone(), m["requestCount"].clone()),
+        (json!(4), json!(40))
+    );
+}

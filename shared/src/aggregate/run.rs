@@ -74,15 +74,27 @@ impl Run<'_> {
     /// in bytes; stepping over quarantined days without reading them.
     async fn proxy(&self, mark: &DirtyMark) {
         let proxy_id = mark.proxy_id.as_str();
-        let epoch = match self.store.fold_epoch(proxy_id).await {
-            Ok(epoch) => epoch,
+        // The proxy item: the fold epoch, and the owner's tier (retention).
+        let proxy = match self.store.get_proxy(proxy_id).await {
+            Ok(Some(proxy)) => proxy,
+            Ok(None) => {
+                tracing::error!(
+                    proxy_id,
+                    "pending chunks of an unregistered proxy; left alone"
+                );
+                return;
+            }
             Err(e) => {
-                tracing::error!(proxy_id, error = %e, "reading the fold epoch failed");
+                tracing::error!(proxy_id, error = %e, "reading the proxy failed");
                 self.tally(|t| t.report.days_failed += 1);
                 return;
             }
         };
-        let mut fold = ProxyFold::new(proxy_id, epoch);
+        if let Err(e) = self.store.extend_bucket_retention(&proxy).await {
+            tracing::warn!(proxy_id, error = %e, "extending bucket retention failed; the next run tries again");
+        }
+        let mut fold = ProxyFold::new(proxy_id, proxy.fold_epoch);
+        fold.retention_days = proxy.tier.raw_retention_days();
         let mut after: Option<String> = None;
         let mut read_bytes = 0usize;
         let mut exhausted = false;
@@ -203,6 +215,8 @@ impl Run<'_> {
             if fold.concurrent {
                 return false;
             }
+            // Buckets keep the owner's current retention, never less.
+            let retention_days = retention_days.max(fold.retention_days);
             match Box::pin(self.store.fold_day(fold, day, &chunks, retention_days)).await {
                 Ok(outcome) if fold.concurrent => {
                     tracing::info!(proxy_id = %fold.proxy_id, %day, "another run is folding this proxy; leaving it");

@@ -53,6 +53,7 @@ pub async fn register_proxy(app: &App, request: Request) -> Response<Body> {
             registered_at: app.clock.now(),
             tier: owner_tier(app, &caller).await?,
             fold_epoch: 0,
+            bucket_retention: None,
         };
         app.store.register_proxy(&proxy).await?;
         success(

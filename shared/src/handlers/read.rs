@@ -1,4 +1,4 @@
-use chrono::{DateTime, Duration, NaiveDate};
+use chrono::{DateTime, Duration, NaiveDate, Utc};
 use lambda_http::{Body, Request, Response, http::StatusCode};
 use serde_json::Value;
 
@@ -7,7 +7,7 @@ use crate::api::{
     SummaryResponse, SummaryWindow, day_str, instant_str,
 };
 use crate::auth::{Caller, Scope};
-use crate::domain::rollup::{Rollup, SummaryWindows, days_inclusive};
+use crate::domain::rollup::{Rollup, SummaryWindows};
 use crate::domain::{parse_day, validate_proxy_id};
 use crate::error::ApiError;
 use crate::http::{
@@ -184,15 +184,33 @@ pub async fn get_daily_range(app: &App, request: Request) -> Response<Body> {
         let end = query_day(&request, "endDate")?;
         check_range(&caller, start, end, ("startDate", "endDate"))?;
         let proxy = owned_proxy(app, &caller, &proxy_id).await?;
-        let days = app.store.read_days(&proxy, start, end).await?;
         let now = app.clock.now();
-        let empty = Rollup::default();
-        let metrics: Vec<DailyMetrics> = days_inclusive(start, end)
-            .map(|day| {
-                let rollup = days.get(&day).unwrap_or(&empty);
-                DailyMetrics::of(rollup, day, Some(proxy.registered_at), now)
-            })
-            .collect();
+        // Each day becomes its daily object as it is read (memory follows the
+        // answer, not the stored days), and the answer must fit a response.
+        let mut sink = RangeSink {
+            start,
+            next: start,
+            end,
+            registered_at: proxy.registered_at,
+            now,
+            metrics: Vec::new(),
+            bytes: 0,
+        };
+        match app.store.read_days_into(&proxy, start, end, &mut sink).await {
+            Err(crate::storage::StorageError::TooLarge(_)) => {
+                return Err(ApiError::RangeTooLarge(format!(
+                    "The {} days from {} would make a response over {} MB, more than a response may \
+                     carry; ask for a shorter range (the days before {} fit).",
+                    (end - start).num_days() + 1,
+                    day_str(start),
+                    MAX_RESPONSE_BYTES / 1_000_000,
+                    day_str(sink.next),
+                )));
+            }
+            other => other?,
+        }
+        sink.fill_to(end + Duration::days(1));
+        let metrics = sink.metrics;
         if format == RangeFormat::Csv {
             let rows: Vec<Value> = metrics
                 .iter()
@@ -229,7 +247,13 @@ pub async fn get_aggregation(app: &App, request: Request) -> Response<Body> {
         let end = query_day(&request, "periodEnd")?;
         check_range(&caller, start, end, ("periodStart", "periodEnd"))?;
         let proxy = owned_proxy(app, &caller, &proxy_id).await?;
-        let days = app.store.read_days(&proxy, start, end).await?;
+        // Without their error counts (a period shows none): a long period's
+        // days take little memory.
+        let mut days = WithoutErrors::default();
+        app.store
+            .read_days_into(&proxy, start, end, &mut days)
+            .await?;
+        let days = days.0;
         let metrics = AggregatedMetrics::of(
             &days,
             start,
@@ -250,6 +274,83 @@ pub async fn get_aggregation(app: &App, request: Request) -> Response<Body> {
         )
     })
     .await
+}
+
+/// What a JSON response may carry: Lambda's limit is 6 MB, less the envelope.
+const MAX_RESPONSE_BYTES: usize = 5_500_000;
+
+/// The range's daily objects, made as the days are read.
+struct RangeSink {
+    start: NaiveDate,
+    next: NaiveDate,
+    end: NaiveDate,
+    registered_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+    metrics: Vec<DailyMetrics>,
+    bytes: usize,
+}
+
+impl RangeSink {
+    fn push(
+        &mut self,
+        day: NaiveDate,
+        rollup: &Rollup,
+    ) -> Result<(), crate::storage::StorageError> {
+        let metrics = DailyMetrics::of(rollup, day, Some(self.registered_at), self.now);
+        self.bytes += serde_json::to_vec(&metrics).map_or(0, |b| b.len() + 1);
+        if self.bytes > MAX_RESPONSE_BYTES {
+            return Err(crate::storage::StorageError::TooLarge(String::new()));
+        }
+        self.metrics.push(metrics);
+        self.next = day + Duration::days(1);
+        Ok(())
+    }
+
+    /// Empty days up to (not including) `until`.
+    fn fill_to(&mut self, until: NaiveDate) {
+        let empty = Rollup::default();
+        while self.next < until && self.next <= self.end {
+            if self.push(self.next, &empty).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+impl crate::storage::DaySink for RangeSink {
+    fn reset(&mut self) {
+        self.metrics.clear();
+        self.bytes = 0;
+        self.next = self.start;
+    }
+
+    fn day(&mut self, day: NaiveDate, rollup: Rollup) -> Result<(), crate::storage::StorageError> {
+        let empty = Rollup::default();
+        while self.next < day {
+            self.push(self.next, &empty)?;
+        }
+        self.push(day, &rollup)
+    }
+}
+
+/// Days without their error counts.
+#[derive(Default)]
+struct WithoutErrors(std::collections::BTreeMap<NaiveDate, Rollup>);
+
+impl crate::storage::DaySink for WithoutErrors {
+    fn reset(&mut self) {
+        self.0.clear();
+    }
+
+    fn day(
+        &mut self,
+        day: NaiveDate,
+        mut rollup: Rollup,
+    ) -> Result<(), crate::storage::StorageError> {
+        rollup.errors.clear();
+        self.0.insert(day, rollup);
+        Ok(())
+    }
 }
 
 /// How far back the summary looks for the latest event and concurrency

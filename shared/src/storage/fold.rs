@@ -55,6 +55,8 @@ pub struct ProxyFold {
     pub still_pending: HashSet<String>,
     /// Set when another run was found at work on the proxy.
     pub concurrent: bool,
+    /// Raw retention of the owner's current tier (days).
+    pub retention_days: i64,
 }
 
 /// A chunk in a fold batch: its sort key and its decoded part.
@@ -81,6 +83,7 @@ impl ProxyFold {
             read_through: None,
             still_pending: HashSet::new(),
             concurrent: false,
+            retention_days: 7,
         }
     }
 
@@ -209,10 +212,7 @@ impl Store {
         }
         fold.epoch = epoch_now;
         // 3. The items, each on the version it was read at.
-        let expires = (day_start_ms(day) / 1000)
-            + 86_400
-            + LATE_WINDOW.num_seconds()
-            + 86_400 * retention_days;
+        let expires = bucket_expiry(day, retention_days);
         let written: Vec<bool> = stream::iter(bucket_writes)
             .map(|(index, version, next)| {
                 let proxy_id = proxy_id.clone();
@@ -298,10 +298,7 @@ impl Store {
         part: &DayPart,
         retention_days: i64,
     ) -> Result<(), StorageError> {
-        let expires = (day_start_ms(day) / 1000)
-            + 86_400
-            + LATE_WINDOW.num_seconds()
-            + 86_400 * retention_days;
+        let expires = bucket_expiry(day, retention_days);
         for (index, bucket) in &part.buckets {
             let mut attempts = 0;
             loop {
@@ -439,6 +436,13 @@ impl Store {
             .and_then(|a| get_n(a, "foldEpoch"))
             .unwrap_or(0))
     }
+}
+
+/// When a bucket of `day` expires (epoch s): raw retention counts from the
+/// last moment the day can receive an event, so it is never shorter than
+/// retention after the day's last event.
+pub(super) fn bucket_expiry(day: NaiveDate, retention_days: i64) -> i64 {
+    (day_start_ms(day) / 1000) + 86_400 + LATE_WINDOW.num_seconds() + 86_400 * retention_days
 }
 
 pub(super) fn is_condition_failure<E, R>(err: &aws_sdk_dynamodb::error::SdkError<E, R>) -> bool

@@ -31,6 +31,7 @@ pub mod migrate;
 mod pending;
 mod proxies;
 mod quarantine;
+mod recent;
 mod record;
 mod retry;
 
@@ -46,15 +47,14 @@ use aws_sdk_dynamodb::types::{
 use crate::clock::Clock;
 
 pub use codec::{FORMAT_V1, FORMAT_V2, decode_body, decode_with, encode_body, encode_with};
-pub use days::{
-    DaySink, READ_PENDING_BUDGET_BYTES, Recent, StoredBucket, StoredDay, Versioned, bucket_of,
-};
+pub use days::{DaySink, READ_PENDING_BUDGET_BYTES, StoredBucket, StoredDay, Versioned, bucket_of};
 pub use error::StorageError;
 pub use fold::{BatchChunk, DayFold, PRUNE_FOLDED_OVER, ProxyFold};
 pub use keys::PENDING_SHARDS;
 pub use pending::{DirtyMark, MARK_REFRESH, MARK_TRUSTED_FOR, PendingChunk, PendingPage};
 pub use proxies::Proxy;
 pub use quarantine::{FailureRecord, QUARANTINE_AFTER};
+pub use recent::Recent;
 pub use record::{
     ChunkBody, Destination, EventStatus, IDEMPOTENCY_RETENTION, RecordOutcome, Sequence,
     SequencedOutcome, body_fingerprint,

@@ -11,6 +11,9 @@ use super::{Store, get_n, get_s};
 
 /// The proxy item's attribute counting the aggregation's chunk deletions.
 const FOLD_EPOCH: &str = "foldEpoch";
+/// The retention (days) existing buckets were written with, when an upgrade
+/// left them to be extended.
+const BUCKET_RETENTION: &str = "bucketRetention";
 use super::error::StorageError;
 use crate::domain::tier::Tier;
 
@@ -27,6 +30,9 @@ pub struct Proxy {
     /// `storage/days.rs`): a read that sees it move re-reads. 0 on a new
     /// proxy, and on an owner's index entry (which does not keep it).
     pub fold_epoch: u64,
+    /// Set after an upgrade: the retention (days) the existing buckets were
+    /// written with, until the aggregation has extended them.
+    pub bucket_retention: Option<i64>,
 }
 
 fn proxy_item(proxy: &Proxy) -> HashMap<String, AttributeValue> {
@@ -58,6 +64,7 @@ fn proxy_from_item(item: &HashMap<String, AttributeValue>) -> Option<Proxy> {
         // their owner next uses a user token.
         tier: Tier::from_claim(get_s(item, "tier")),
         fold_epoch: get_n(item, FOLD_EPOCH).unwrap_or(0),
+        bucket_retention: get_n(item, BUCKET_RETENTION).map(|d| d as i64),
     })
 }
 
@@ -108,7 +115,37 @@ impl Store {
 
     /// Records the owner's current tier on the proxy (and its index entry).
     /// Called only for the owner's user tokens; a proxy token never changes it.
+    /// An upgrade also notes the retention the existing five-minute buckets
+    /// were written with, and marks the proxy, so that the aggregation
+    /// extends their expiry ([`Store::extend_bucket_retention`]).
     pub async fn update_proxy_tier(&self, proxy: &Proxy, tier: Tier) -> Result<(), StorageError> {
+        let old = proxy.tier.raw_retention_days();
+        if tier.raw_retention_days() > old {
+            let key = keys::proxy(&proxy.proxy_id);
+            with_retries(|| async {
+                self.client
+                    .update_item()
+                    .table_name(&self.table)
+                    .set_key(Some(key.clone()))
+                    .update_expression("SET #kept = if_not_exists(#kept, :old)")
+                    .condition_expression("attribute_exists(pk)")
+                    .expression_attribute_names("#kept", BUCKET_RETENTION)
+                    .expression_attribute_values(":old", keys::n(old))
+                    .return_consumed_capacity(ReturnConsumedCapacity::Total)
+                    .send()
+                    .await
+                    .map(|out| self.meter.write(out.consumed_capacity()))
+                    .or_else(|err| {
+                        if super::fold::is_condition_failure(&err) {
+                            Ok(())
+                        } else {
+                            Err(classify("note bucket retention", err))
+                        }
+                    })
+            })
+            .await?;
+            self.mark_dirty(&proxy.proxy_id, self.clock.now()).await?;
+        }
         for key in [
             keys::proxy(&proxy.proxy_id),
             keys::owner_entry(&proxy.owner_id, &proxy.proxy_id),
@@ -147,5 +184,63 @@ impl Store {
             .as_ref()
             .and_then(|i| get_n(i, FOLD_EPOCH))
             .unwrap_or(0))
+    }
+
+    /// After an upgrade: the expiry of the buckets written under the old
+    /// retention is moved to the new one, then the note is removed. Bounded:
+    /// the old retention's days of buckets (at most 90 × 288 small updates).
+    pub async fn extend_bucket_retention(&self, proxy: &Proxy) -> Result<u64, StorageError> {
+        let Some(kept) = proxy.bucket_retention else {
+            return Ok(0);
+        };
+        let retention = proxy.tier.raw_retention_days();
+        let today = self.clock.now().date_naive();
+        let first = today - chrono::Duration::days(kept + 8);
+        let buckets = self
+            .stored_buckets(&proxy.proxy_id, (first, 0), (today, 287))
+            .await?;
+        let mut extended = 0;
+        for (day, index) in buckets.keys() {
+            let expires = super::fold::bucket_expiry(*day, retention);
+            let key = keys::bucket(&proxy.proxy_id, *day, *index);
+            with_retries(|| async {
+                self.client
+                    .update_item()
+                    .table_name(&self.table)
+                    .set_key(Some(key.clone()))
+                    .update_expression("SET #expires = :expires")
+                    .condition_expression("attribute_exists(pk)")
+                    .expression_attribute_names("#expires", keys::EXPIRES_AT)
+                    .expression_attribute_values(":expires", keys::n(expires))
+                    .return_consumed_capacity(ReturnConsumedCapacity::Total)
+                    .send()
+                    .await
+                    .map(|out| self.meter.write(out.consumed_capacity()))
+                    .or_else(|err| {
+                        if super::fold::is_condition_failure(&err) {
+                            Ok(())
+                        } else {
+                            Err(classify("extend bucket retention", err))
+                        }
+                    })
+            })
+            .await?;
+            extended += 1;
+        }
+        let key = keys::proxy(&proxy.proxy_id);
+        with_retries(|| async {
+            self.client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(key.clone()))
+                .update_expression("REMOVE #kept")
+                .expression_attribute_names("#kept", BUCKET_RETENTION)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| classify("clear bucket retention", e))
+        })
+        .await?;
+        Ok(extended)
     }
 }
