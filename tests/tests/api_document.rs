@@ -147,6 +147,7 @@ fn every_response_type_matches_its_openapi_schema() {
         tier: Tier::Free,
         fold_epoch: 0,
         bucket_retention: None,
+        marked_at_ms: None,
     });
     let window = SummaryWindow::of(&Stats::default());
     let days = BTreeMap::from([(day, rollup.clone())]);

@@ -253,6 +253,7 @@ async fn main() {
                 proxy_metrics::storage::Destination {
                     proxy_id: "bench-wru",
                     retention_days: Tier::Pro.raw_retention_days(),
+                    marked_at_ms: None,
                 },
                 &events,
                 now,

@@ -74,6 +74,11 @@ impl Run<'_> {
     /// in bytes; stepping over quarantined days without reading them.
     async fn proxy(&self, mark: &DirtyMark) {
         let proxy_id = mark.proxy_id.as_str();
+        // Whether no recorder still relies on the mark: decided before the
+        // proxy's chunks are read, so that every chunk a recorder wrote
+        // trusting it is in that read (see `storage/pending.rs`).
+        let stale = self.store.clock().now().timestamp_millis() - mark.marked_at_ms
+            > crate::storage::MARK_TRUSTED_FOR.num_milliseconds();
         // The proxy item: the fold epoch, and the owner's tier (retention).
         let proxy = match self.store.get_proxy(proxy_id).await {
             Ok(Some(proxy)) => proxy,
@@ -156,9 +161,7 @@ impl Run<'_> {
             after = Some(reached);
         }
         left_behind |= !fold.still_pending.is_empty() || fold.concurrent;
-        // Nothing left pending, and no instance still relies on the mark.
-        let stale = self.store.clock().now().timestamp_millis() - mark.marked_at_ms
-            > crate::storage::MARK_TRUSTED_FOR.num_milliseconds();
+        // Nothing left pending, and no recorder still relies on the mark.
         if exhausted
             && !left_behind
             && stale

@@ -54,6 +54,7 @@ pub async fn register_proxy(app: &App, request: Request) -> Response<Body> {
             tier: owner_tier(app, &caller).await?,
             fold_epoch: 0,
             bucket_retention: None,
+            marked_at_ms: None,
         };
         app.store.register_proxy(&proxy).await?;
         success(

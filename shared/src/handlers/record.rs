@@ -50,6 +50,7 @@ pub async fn record_metrics(app: &App, request: Request) -> Response<Body> {
         let to = Destination {
             proxy_id: &proxy.proxy_id,
             retention_days: proxy.tier.raw_retention_days(),
+            marked_at_ms: proxy.marked_at_ms,
         };
         let (statuses, write_units) = match &sequence {
             Some(sequence) => {

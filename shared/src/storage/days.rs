@@ -223,28 +223,9 @@ impl Store {
                     Some(stored) => stored,
                     None => self.stored_days(proxy_id, from, to).await?,
                 };
-                let mut days: BTreeMap<NaiveDate, Rollup> = stored
-                    .iter()
-                    .map(|(day, item)| (*day, item.value.rollup.clone()))
-                    .collect();
-                let folded: HashMap<NaiveDate, HashSet<&str>> = stored
-                    .iter()
-                    .map(|(day, item)| (*day, identities(&item.value.folded)))
-                    .collect();
-                self.visit_pending(proxy_id, from, to, |chunk| {
-                    budget.take(proxy_id, &chunk)?;
-                    if folded
-                        .get(&chunk.day)
-                        .is_some_and(|f| f.contains(chunk.identity()))
-                    {
-                        return Ok(());
-                    }
-                    if let Some(part) = budget.decode(proxy_id, &chunk) {
-                        days.entry(chunk.day).or_default().merge_part(&part);
-                    }
-                    Ok(())
-                })
-                .await?;
+                let days = self
+                    .add_pending(proxy_id, from, to, &stored, &mut budget)
+                    .await?;
                 for (day, rollup) in days {
                     sink.day(day, rollup)?;
                 }
@@ -263,6 +244,41 @@ impl Store {
         Err(StorageError::Unavailable(format!(
             "{proxy_id}: the days kept being folded during the read"
         )))
+    }
+
+    /// Step P of a read: the items of `[from, to]` (read before) plus the
+    /// pending chunks of those days that no item names.
+    async fn add_pending(
+        &self,
+        proxy_id: &str,
+        from: NaiveDate,
+        to: NaiveDate,
+        stored: &BTreeMap<NaiveDate, Versioned<StoredDay>>,
+        budget: &mut PendingBudget,
+    ) -> Result<BTreeMap<NaiveDate, Rollup>, StorageError> {
+        let mut days: BTreeMap<NaiveDate, Rollup> = stored
+            .iter()
+            .map(|(day, item)| (*day, item.value.rollup.clone()))
+            .collect();
+        let folded: HashMap<NaiveDate, HashSet<&str>> = stored
+            .iter()
+            .map(|(day, item)| (*day, identities(&item.value.folded)))
+            .collect();
+        self.visit_pending(proxy_id, from, to, |chunk| {
+            budget.take(proxy_id, &chunk)?;
+            if folded
+                .get(&chunk.day)
+                .is_some_and(|f| f.contains(chunk.identity()))
+            {
+                return Ok(());
+            }
+            if let Some(part) = budget.decode(proxy_id, &chunk) {
+                days.entry(chunk.day).or_default().merge_part(&part);
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(days)
     }
 
     /// Every day of `[start, end]` that has events (see [`Store::read_days_into`]).
@@ -346,5 +362,63 @@ fn readable<T>(proxy_id: &str, key: &str, item: Result<T, StorageError>) -> Opti
             tracing::error!(proxy_id, key, error = %e, "unreadable item left out of a read");
             None
         }
+    }
+}
+
+/// One read of days taken step by step, in the order [`Store::read_days_into`]
+/// takes them (E0 given, I, P, E1), for tests that interleave other work
+/// between the steps.
+pub struct DaysRead {
+    proxy_id: String,
+    start: NaiveDate,
+    end: NaiveDate,
+    epoch: u64,
+    stored: BTreeMap<NaiveDate, Versioned<StoredDay>>,
+    days: BTreeMap<NaiveDate, Rollup>,
+}
+
+impl DaysRead {
+    /// Step E0 done by the caller: `epoch` read before this.
+    pub fn new(proxy_id: &str, start: NaiveDate, end: NaiveDate, epoch: u64) -> Self {
+        Self {
+            proxy_id: proxy_id.to_string(),
+            start,
+            end,
+            epoch,
+            stored: BTreeMap::new(),
+            days: BTreeMap::new(),
+        }
+    }
+
+    /// Step I.
+    pub async fn items(&mut self, store: &Store) -> Result<(), StorageError> {
+        self.stored = store
+            .stored_days(&self.proxy_id, self.start, self.end)
+            .await?;
+        Ok(())
+    }
+
+    /// Step P.
+    pub async fn pending(&mut self, store: &Store) -> Result<(), StorageError> {
+        let mut budget = PendingBudget::default();
+        self.days = store
+            .add_pending(
+                &self.proxy_id,
+                self.start,
+                self.end,
+                &self.stored,
+                &mut budget,
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Step E1: the days, or `None` when the epoch moved (read again).
+    pub async fn finish(
+        self,
+        store: &Store,
+    ) -> Result<Option<BTreeMap<NaiveDate, Rollup>>, StorageError> {
+        let now = store.fold_epoch(&self.proxy_id).await?;
+        Ok((now == self.epoch).then_some(self.days))
     }
 }

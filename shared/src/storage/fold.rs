@@ -37,12 +37,10 @@ use crate::domain::rollup::{DayPart, Rollup, day_start_ms};
 
 /// Bucket items written at once.
 const CONCURRENT_BUCKET_WRITES: usize = 8;
-/// An item's `folded` list is pruned (of chunks known deleted) once it is
-/// longer than this. Pruning costs one epoch move (1 WRU) per batch, while
-/// every kept entry (~65 bytes) is paid again at each write and read of the
-/// item: pruning at once is the cheaper.
-pub const PRUNE_FOLDED_OVER: usize = 0;
-
+/// Whenever an item is written, entries of chunks known deleted leave its
+/// `folded` list. That costs one epoch move (1 WRU) per batch, where every
+/// kept entry (~65 bytes) would be paid again at each write and read of the
+/// item.
 /// What a run knows of one proxy while it folds it, page after page.
 #[derive(Debug, Clone)]
 pub struct ProxyFold {
@@ -99,11 +97,8 @@ impl ProxyFold {
             && !self.still_pending.contains(&place)
     }
 
-    /// `folded` with the gone entries dropped, if it is long enough to prune.
+    /// `folded` with the gone entries dropped, if there are any.
     fn pruned(&self, day: NaiveDate, folded: &Folded) -> Option<Folded> {
-        if folded.len() <= PRUNE_FOLDED_OVER {
-            return None;
-        }
         let kept: Folded = folded
             .iter()
             .filter(|(k, _)| !self.gone(day, k))

@@ -47,9 +47,11 @@ use aws_sdk_dynamodb::types::{
 use crate::clock::Clock;
 
 pub use codec::{FORMAT_V1, FORMAT_V2, decode_body, decode_with, encode_body, encode_with};
-pub use days::{DaySink, READ_PENDING_BUDGET_BYTES, StoredBucket, StoredDay, Versioned, bucket_of};
+pub use days::{
+    DaySink, DaysRead, READ_PENDING_BUDGET_BYTES, StoredBucket, StoredDay, Versioned, bucket_of,
+};
 pub use error::StorageError;
-pub use fold::{BatchChunk, DayFold, PRUNE_FOLDED_OVER, ProxyFold};
+pub use fold::{BatchChunk, DayFold, ProxyFold};
 pub use keys::PENDING_SHARDS;
 pub use pending::{DirtyMark, MARK_REFRESH, MARK_TRUSTED_FOR, PendingChunk, PendingPage};
 pub use proxies::Proxy;

@@ -21,9 +21,13 @@ use super::retry::{classify, with_retries};
 use super::{Store, get_blob, get_n, get_s};
 use crate::domain::rollup::DayPart;
 
-/// How long an instance trusts the dirty mark it wrote before writing it
-/// again: a proxy costs one mark write per instance per this, not per request.
+/// How long a recorder trusts a proxy's dirty mark before writing it again.
+/// The mark's time is kept on the proxy item too, which the ownership read
+/// returns: a proxy costs two small writes per this, whichever instances
+/// serve it, not one per request.
 pub const MARK_REFRESH: Duration = Duration::minutes(4);
+/// The proxy item's (and the mark's) attribute: when the mark was written.
+pub(super) const MARKED_AT: &str = "markedAt";
 /// A mark at least this old may be removed once its proxy has nothing
 /// pending: no instance still relies on it (the refresh period, a request's
 /// longest life and clock skew between instances, with room to spare).
@@ -94,19 +98,22 @@ impl Store {
     pub(super) async fn mark_dirty(
         &self,
         proxy_id: &str,
+        seen_at_ms: Option<i64>,
         now: DateTime<Utc>,
     ) -> Result<(), StorageError> {
         let now_ms = now.timestamp_millis();
-        let fresh = self.marks.lock().ok().is_some_and(|marks| {
-            marks
-                .get(proxy_id)
-                .is_some_and(|at| now_ms - at < MARK_REFRESH.num_milliseconds() && *at <= now_ms)
-        });
+        let recent = |at: i64| now_ms - at < MARK_REFRESH.num_milliseconds() && at <= now_ms;
+        let fresh = seen_at_ms.is_some_and(recent)
+            || self
+                .marks
+                .lock()
+                .ok()
+                .is_some_and(|marks| marks.get(proxy_id).copied().is_some_and(recent));
         if fresh {
             return Ok(());
         }
         let mut item = keys::dirty_mark(proxy_id);
-        item.insert("markedAt".into(), n(now_ms));
+        item.insert(MARKED_AT.into(), n(now_ms));
         with_retries(|| async {
             self.client
                 .put_item()
@@ -117,6 +124,31 @@ impl Store {
                 .await
                 .map(|out| self.meter.write(out.consumed_capacity()))
                 .map_err(|e| classify("mark proxy dirty", e))
+        })
+        .await?;
+        // ... and on the proxy item, for every instance's ownership read.
+        let key = keys::proxy(proxy_id);
+        with_retries(|| async {
+            match self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(key.clone()))
+                .update_expression("SET #at = :at")
+                .condition_expression("attribute_exists(pk)")
+                .expression_attribute_names("#at", MARKED_AT)
+                .expression_attribute_values(":at", n(now_ms))
+                .return_consumed_capacity(ReturnConsumedCapacity::Total)
+                .send()
+                .await
+            {
+                Ok(out) => {
+                    self.meter.write(out.consumed_capacity());
+                    Ok(())
+                }
+                Err(err) if super::fold::is_condition_failure(&err) => Ok(()),
+                Err(err) => Err(classify("note the mark on the proxy", err)),
+            }
         })
         .await?;
         if let Ok(mut marks) = self.marks.lock() {
@@ -346,7 +378,7 @@ impl Store {
             return Ok(false);
         };
         item.extend(keys::pending_chunk(proxy_id, sort_key));
-        self.mark_dirty(proxy_id, self.clock.now()).await?;
+        self.mark_dirty(proxy_id, None, self.clock.now()).await?;
         self.move_item(
             item,
             keys::quarantined_chunk(proxy_id, sort_key),
@@ -463,7 +495,7 @@ impl Store {
                     actions.push(put);
                 }
             }
-            self.mark_dirty(proxy_id, self.clock.now()).await?;
+            self.mark_dirty(proxy_id, None, self.clock.now()).await?;
             let mut writes: Vec<TransactWriteItem> = actions
                 .into_iter()
                 .map(|item| {

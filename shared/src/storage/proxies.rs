@@ -33,6 +33,9 @@ pub struct Proxy {
     /// Set after an upgrade: the retention (days) the existing buckets were
     /// written with, until the aggregation has extended them.
     pub bucket_retention: Option<i64>,
+    /// When the proxy's dirty mark was last written (epoch ms): recorders
+    /// skip writing it again for a few minutes, whichever instance wrote it.
+    pub marked_at_ms: Option<i64>,
 }
 
 fn proxy_item(proxy: &Proxy) -> HashMap<String, AttributeValue> {
@@ -65,6 +68,7 @@ fn proxy_from_item(item: &HashMap<String, AttributeValue>) -> Option<Proxy> {
         tier: Tier::from_claim(get_s(item, "tier")),
         fold_epoch: get_n(item, FOLD_EPOCH).unwrap_or(0),
         bucket_retention: get_n(item, BUCKET_RETENTION).map(|d| d as i64),
+        marked_at_ms: get_n(item, super::pending::MARKED_AT).map(|d| d as i64),
     })
 }
 
@@ -144,7 +148,8 @@ impl Store {
                     })
             })
             .await?;
-            self.mark_dirty(&proxy.proxy_id, self.clock.now()).await?;
+            self.mark_dirty(&proxy.proxy_id, None, self.clock.now())
+                .await?;
         }
         for key in [
             keys::proxy(&proxy.proxy_id),

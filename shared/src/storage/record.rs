@@ -108,6 +108,9 @@ pub struct Destination<'a> {
     pub proxy_id: &'a str,
     /// Raw retention of the owner's tier, in days.
     pub retention_days: i64,
+    /// When the proxy's dirty mark was last written, as the ownership read
+    /// saw it (`None`: unknown).
+    pub marked_at_ms: Option<i64>,
 }
 
 /// A v2 chunk as written (several days in one item): read only to move
@@ -123,7 +126,7 @@ impl Store {
         events: &[Event],
         now: DateTime<Utc>,
     ) -> Result<SequencedOutcome, StorageError> {
-        self.mark_dirty(to.proxy_id, now).await?;
+        self.mark_dirty(to.proxy_id, to.marked_at_ms, now).await?;
         let mut actions = vec![self.producer_update(to.proxy_id, sequence, now)?];
         actions.extend(self.chunk_puts(to, events.iter(), now)?);
         if actions.len() > MAX_TRANSACT_ACTIONS {
@@ -259,7 +262,7 @@ impl Store {
                 outcome.statuses[i] = EventStatus::Duplicate;
             }
         }
-        self.mark_dirty(to.proxy_id, now).await?;
+        self.mark_dirty(to.proxy_id, to.marked_at_ms, now).await?;
         for group in plan_groups(events, &order) {
             self.write_group(to, events, group, now, &mut outcome)
                 .await?;

@@ -322,6 +322,7 @@ impl Harness {
             let destination = proxy_metrics::storage::Destination {
                 proxy_id,
                 retention_days: tier.raw_retention_days(),
+                marked_at_ms: None,
             };
             self.app
                 .store
