@@ -8,7 +8,12 @@ pub mod run;
 #[cfg(feature = "alerts")]
 pub mod send;
 
+use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
+use serde_json::json;
+
+use crate::domain::alert::eval::State;
+use crate::storage::alerts::AlertRule;
 
 use crate::config::{ConfigError, Vars};
 use secret::{SECRET_KEY_VARIABLE, SecretKey};
@@ -52,4 +57,42 @@ pub struct Report {
     pub deliveries_attempted: u64,
     pub deliveries_succeeded: u64,
     pub duration_ms: u64,
+}
+
+fn rfc3339(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn instant(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or(DateTime::UNIX_EPOCH)
+}
+
+/// The webhook body of a change (or a test) of `rule`.
+pub fn run_payload(
+    rule: &AlertRule,
+    event_type: &str,
+    state: State,
+    previous: State,
+    value: Option<f64>,
+    window: (i64, i64),
+    now: DateTime<Utc>,
+) -> String {
+    json!({
+        "type": event_type,
+        "timestamp": rfc3339(now),
+        "data": {
+            "alertId": rule.alert_id,
+            "proxyId": rule.proxy_id,
+            "name": rule.spec.name,
+            "metric": rule.spec.metric,
+            "comparison": rule.spec.comparison,
+            "threshold": rule.spec.threshold,
+            "value": value,
+            "state": state.as_str(),
+            "previousState": previous.as_str(),
+            "windowStart": rfc3339(instant(window.0)),
+            "windowEnd": rfc3339(instant(window.1)),
+        }
+    })
+    .to_string()
 }

@@ -12,14 +12,13 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
-use chrono::{DateTime, Duration, SecondsFormat, Utc};
+use chrono::{DateTime, Duration, Utc};
 use futures::StreamExt;
 use rand::Rng;
-use serde_json::json;
 
 use super::send::{self, Outcome};
-use super::{AlertsConfig, Report};
-use crate::domain::alert::eval::{self, State};
+use super::{AlertsConfig, Report, run_payload as payload};
+use crate::domain::alert::eval;
 use crate::domain::alert::webhook::{change_id, retry_delay, sign};
 use crate::domain::rollup::Bucket;
 use crate::storage::alerts::{AlertRule, DeliveryAttempt, OutboxItem, StateChange};
@@ -30,42 +29,8 @@ pub const CLAIM_SECONDS: i64 = 60;
 /// Deliveries sent at once by one run.
 pub const PARALLEL_DELIVERIES: usize = 8;
 
-fn rfc3339(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::Millis, true)
-}
-
 fn instant(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or(DateTime::UNIX_EPOCH)
-}
-
-/// The webhook body of a change (or a test) of `rule`.
-pub fn payload(
-    rule: &AlertRule,
-    event_type: &str,
-    state: State,
-    previous: State,
-    value: Option<f64>,
-    window: (i64, i64),
-    now: DateTime<Utc>,
-) -> String {
-    json!({
-        "type": event_type,
-        "timestamp": rfc3339(now),
-        "data": {
-            "alertId": rule.alert_id,
-            "proxyId": rule.proxy_id,
-            "name": rule.spec.name,
-            "metric": rule.spec.metric,
-            "comparison": rule.spec.comparison,
-            "threshold": rule.spec.threshold,
-            "value": value,
-            "state": state.as_str(),
-            "previousState": previous.as_str(),
-            "windowStart": rfc3339(instant(window.0)),
-            "windowEnd": rfc3339(instant(window.1)),
-        }
-    })
-    .to_string()
 }
 
 /// One scheduled run: evaluation, then delivery. Fails only when no rule

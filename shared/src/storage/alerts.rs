@@ -344,7 +344,7 @@ impl Store {
             .table_name(&self.table)
             .set_key(Some(keys::alert(&rule.proxy_id, &rule.alert_id)))
             .update_expression(format!(
-                "{set}, #state = :state, stateSince = :at, seq = :next"
+                "{set}, #state = :state, stateSince = :evaluated, seq = :next"
             ))
             .condition_expression("seq = :seq")
             .expression_attribute_names("#state", "state")
@@ -371,7 +371,7 @@ impl Store {
         if let Some(delivery) = &change.delivery {
             actions.push(self.put_if_absent(outbox_item(delivery), "outbox")?);
         }
-        let token = format!("{}-{next}", rule.alert_id);
+        let token = uuid::Uuid::new_v4().to_string();
         with_retries(|| async {
             match self.transact(&actions, &token).await {
                 Ok(_) => Ok(true),
@@ -395,7 +395,7 @@ impl Store {
                 .build(),
         )?;
         let actions = vec![TransactWriteItem::builder().put(put).build()];
-        let token = delivery.webhook_id.chars().take(36).collect::<String>();
+        let token = uuid::Uuid::new_v4().to_string();
         with_retries(|| async {
             self.transact(&actions, &token)
                 .await
