@@ -15,7 +15,7 @@ async fn main() -> Result<(), Error> {
     let config = AlertsConfig::from_env().inspect_err(|e| tracing::error!("{e}"))?;
     let (store, config) = (&store, &config);
     run(service_fn(move |_event: LambdaEvent<Value>| async move {
-        let report = evaluate(store, config).await.map_err(|e| {
+        let report = Box::pin(evaluate(store, config)).await.map_err(|e| {
             tracing::error!(error = %e, "evaluate-alerts failed");
             Error::from(e.to_string())
         })?;
