@@ -30,6 +30,7 @@ mod error;
 mod fold;
 pub mod keys;
 pub mod migrate;
+mod outbox;
 mod pending;
 mod proxies;
 mod quarantine;
