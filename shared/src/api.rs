@@ -356,3 +356,94 @@ mod tests {
         assert_eq!(value.as_object().unwrap().len(), DAILY_FIELDS.len());
     }
 }
+
+// ---------------------------------------------------------------- alerts
+
+/// A rule as the API shows it: every field with its default, and its state.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AlertBody {
+    pub alert_id: String,
+    pub proxy_id: String,
+    #[serde(flatten)]
+    pub spec: crate::domain::alert::RuleSpec,
+    pub state: &'static str,
+    pub state_since: String,
+    pub last_value: Option<f64>,
+    pub last_evaluated_at: Option<String>,
+    pub webhook_disabled: bool,
+    pub created_at: String,
+}
+
+impl AlertBody {
+    pub fn of(rule: &crate::storage::alerts::AlertRule) -> Self {
+        let at = |t: DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Millis, true);
+        Self {
+            alert_id: rule.alert_id.clone(),
+            proxy_id: rule.proxy_id.clone(),
+            spec: rule.spec.clone(),
+            state: rule.state.as_str(),
+            state_since: at(rule.state_since),
+            last_value: rule.last_value,
+            last_evaluated_at: rule.last_evaluated_at.map(at),
+            webhook_disabled: rule.webhook_disabled,
+            created_at: at(rule.created_at),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct CreateAlertResponse {
+    pub alert: AlertBody,
+    /// Shown once: only a sealed copy is stored.
+    pub secret: String,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListAlertsResponse {
+    pub proxy_id: String,
+    pub alerts: Vec<AlertBody>,
+    pub count: usize,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TestAlertResponse {
+    pub alert_id: String,
+    pub webhook_id: String,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliveryBody {
+    pub webhook_id: String,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub attempt: u32,
+    pub at: String,
+    pub status: String,
+    pub next_attempt_at: Option<String>,
+}
+
+impl DeliveryBody {
+    pub fn of(d: &crate::storage::alerts::DeliveryAttempt) -> Self {
+        let at = |t: DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Millis, true);
+        Self {
+            webhook_id: d.webhook_id.clone(),
+            event_type: d.event_type.clone(),
+            attempt: d.attempt,
+            at: at(d.at),
+            status: d.status.clone(),
+            next_attempt_at: d.next_attempt_at.map(at),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListDeliveriesResponse {
+    pub alert_id: String,
+    pub deliveries: Vec<DeliveryBody>,
+    pub count: usize,
+}

@@ -27,6 +27,10 @@ pub struct Config {
     /// requests a second, `REQUEST_BURST_PER_CALLER` at once, on every
     /// request that reads storage for the caller (see `ratelimit.rs`).
     pub caller_limit: RateLimit,
+    /// `ALERTS_SECRET_KEY`: seals webhook secrets (alert functions only).
+    pub alerts_key: Option<crate::alerts::secret::SecretKey>,
+    /// `ALLOW_LOOPBACK_WEBHOOKS=1`: the local stack's `http` to loopback.
+    pub allow_loopback_webhooks: bool,
 }
 
 impl Config {
@@ -63,6 +67,12 @@ impl Config {
                 rate: positive("REQUEST_RATE_PER_CALLER", DEFAULT_CALLER_RATE)?,
                 burst: positive("REQUEST_BURST_PER_CALLER", DEFAULT_CALLER_BURST)?.max(1.0),
             },
+            alerts_key: vars
+                .get(crate::alerts::secret::SECRET_KEY_VARIABLE)
+                .map(|v| crate::alerts::secret::SecretKey::from_base64(&v))
+                .transpose()
+                .map_err(ConfigError)?,
+            allow_loopback_webhooks: crate::alerts::allow_loopback(vars),
         })
     }
 }
@@ -77,6 +87,8 @@ pub struct App {
     pub record_limiter: RateLimiter,
     /// Per-caller limit of this container (before the ownership read).
     pub caller_limiter: RateLimiter,
+    pub alerts_key: Option<crate::alerts::secret::SecretKey>,
+    pub allow_loopback_webhooks: bool,
 }
 
 impl App {
@@ -93,6 +105,8 @@ impl App {
             clock,
             record_limiter: RateLimiter::new(config.record_limit),
             caller_limiter: RateLimiter::new(config.caller_limit),
+            alerts_key: config.alerts_key.clone(),
+            allow_loopback_webhooks: config.allow_loopback_webhooks,
         }
     }
 

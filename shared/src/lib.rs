@@ -4,6 +4,7 @@
 //! the HTTP handlers the functions' `main.rs` files hand requests to.
 
 pub mod aggregate;
+pub mod alerts;
 pub mod clock;
 pub mod config;
 pub mod domain;

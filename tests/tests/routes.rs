@@ -177,7 +177,13 @@ fn template_watcher_openapi_and_crates_agree() {
         function_crates(),
         "template vs functions/"
     );
-    assert_eq!(scheduled, BTreeSet::from(["aggregate-metrics".to_string()]));
+    assert_eq!(
+        scheduled,
+        BTreeSet::from([
+            "aggregate-metrics".to_string(),
+            "evaluate-alerts".to_string()
+        ])
+    );
     // every function crate is either routed or scheduled
     let routed: BTreeSet<String> = template_routes.iter().map(|(_, _, f)| f.clone()).collect();
     assert_eq!(&routed | &scheduled, function_crates());
@@ -249,6 +255,8 @@ fn each_function_enables_only_the_features_it_needs() {
             "get-daily-range" => BTreeSet::from(["csv"]),
             "get-prometheus-metrics" => BTreeSet::from(["prometheus"]),
             "get-dashboard" => BTreeSet::from(["dashboard"]),
+            "evaluate-alerts" => BTreeSet::from(["alerts"]),
+            "test-alert" => BTreeSet::from(["http", "alerts"]),
             _ => BTreeSet::from(["http"]),
         }
     };

@@ -1,5 +1,6 @@
 //! Pure domain logic: events, validation, rollups, sketches, uptime.
 
+pub mod alert;
 pub mod event;
 pub mod rollup;
 pub mod sketch;

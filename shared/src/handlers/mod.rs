@@ -1,6 +1,7 @@
 //! One handler per Lambda. Each takes the app and an API Gateway request and
 //! always returns a response: errors become the contract's error body.
 
+mod alerts;
 #[cfg(feature = "dashboard")]
 mod dashboard;
 #[cfg(feature = "prometheus")]
@@ -9,6 +10,7 @@ mod proxies;
 mod read;
 mod record;
 
+pub use alerts::{create_alert, delete_alert, list_alerts, list_deliveries, test_alert};
 #[cfg(feature = "dashboard")]
 pub use dashboard::{CONTENT_SECURITY_POLICY, DASHBOARD_ASSETS, DashboardAsset, get_dashboard};
 #[cfg(feature = "prometheus")]

@@ -209,6 +209,51 @@ pub fn quarantine(proxy_id: &str, subject: &str) -> Key {
     )
 }
 
+// ---------------------------------------------------------------- alerts
+
+/// Alert rules, by the shard of their proxy ([`pending_shard`]): a proxy's
+/// rules are one sort-key range (`{proxyId}#…`), the evaluation reads all
+/// rules with one query per shard.
+pub fn alert_partition(shard: u32) -> String {
+    format!("ALERT#{shard:02}")
+}
+
+pub fn alert(proxy_id: &str, alert_id: &str) -> Key {
+    key(
+        alert_partition(pending_shard(proxy_id)),
+        format!("{proxy_id}#{alert_id}"),
+    )
+}
+
+/// The number of rules a proxy has (the tier limit is a condition on it).
+pub fn alert_count(proxy_id: &str) -> Key {
+    key(format!("ALERTCOUNT#{proxy_id}"), "ALERTCOUNT".into())
+}
+
+/// One state change of a rule: created only once per (rule, sequence).
+pub fn alert_change(alert_id: &str, sequence: u64) -> Key {
+    key(format!("ALERTCHANGE#{alert_id}"), format!("{sequence:010}"))
+}
+
+/// Deliveries waiting to be sent (or retried): one small partition.
+pub const OUTBOX_PARTITION: &str = "OUTBOX";
+
+pub fn outbox(webhook_id: &str) -> Key {
+    key(OUTBOX_PARTITION.into(), webhook_id.into())
+}
+
+/// A rule's delivery attempts, in time order.
+pub fn deliveries_partition(alert_id: &str) -> String {
+    format!("DELIVERIES#{alert_id}")
+}
+
+pub fn delivery(alert_id: &str, at_ms: i64, webhook_id: &str, attempt: u32) -> Key {
+    key(
+        deliveries_partition(alert_id),
+        format!("{at_ms:013}#{webhook_id}#{attempt:02}"),
+    )
+}
+
 // ---------------------------------------------------------------- layout v1
 
 /// Keys of the v1 layout, read only by the one-shot migration.

@@ -11,6 +11,7 @@
 //! | pending chunk | `PENDING#{shard}` | `{proxyId}#{receivedAtMs:013}#{id}` | each request | the request's events pre-folded per day (`DayPart`s); a proxy's chunks are one range of one partition, so a read finds them with one query and the aggregation finds every shard's with 16 |
 //! | day | `DAY#{proxyId}` | `{day}` | aggregation | the materialised day, and which chunks it holds; kept forever; a range is one Query |
 //! | bucket | `BUCKET#{proxyId}` | `{day}T{HH:MM}` | aggregation | one five-minute bucket (summary, last hour); kept for the owner's raw retention |
+//! | alerts | `ALERT#…`, `ALERTCOUNT#…`, `ALERTCHANGE#…`, `OUTBOX`, `DELIVERIES#…` | see [`alerts`] | rules, state changes, outbox | one delivery per state change |
 //! | failure record | `QUARANTINE` | `{proxyId}#{day}` | aggregation | a day whose folding failed; quarantined after 3 failed runs |
 //!
 //! The shard of a proxy is a stable hash of its id over [`PENDING_SHARDS`]
@@ -22,12 +23,14 @@
 //! The v1 layout (`EVENTS#`, `DAYS#`, `ROLLUP#` items) is read only by the
 //! one-shot migration ([`migrate`]).
 
+pub mod alerts;
 mod codec;
 mod days;
 mod error;
 mod fold;
 pub mod keys;
 pub mod migrate;
+mod outbox;
 mod pending;
 mod proxies;
 mod quarantine;

@@ -1,0 +1,17 @@
+//! Lambda `list-alert-deliveries` (`GET /proxies/{proxyId}/alerts/{alertId}/deliveries`): builds its dependencies once, then hands
+//! every request to `proxy_metrics::handlers::list_deliveries`.
+
+use lambda_http::{Error, Request, run, service_fn, tracing};
+use proxy_metrics::{App, handlers::list_deliveries};
+
+// One request at a time per container: a single-threaded runtime starts faster.
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), Error> {
+    tracing::init_default_subscriber();
+    let app = App::from_env().inspect_err(|e| tracing::error!("{e}"))?;
+    let app = &app;
+    run(service_fn(move |request: Request| async move {
+        Ok::<_, Error>(list_deliveries(app, request).await)
+    }))
+    .await
+}
