@@ -44,7 +44,9 @@ proptest! {
         prop_assert_eq!(s.max(), sorted.last().copied());
         for q in QUANTILES {
             let (got, want) = (s.quantile(q).unwrap(), exact_quantile(&sorted, q));
-            prop_assert!((got - want).abs() <= 0.01 * want, "q={} got {} want {}", q, got, want);
+            // 1 % relative error, up to float rounding of the bin's value
+            // (a bin's representative sits exactly at the bound).
+            prop_assert!((got - want).abs() <= 0.01 * want * (1.0 + 1e-9), "q={} got {} want {}", q, got, want);
         }
     }
 

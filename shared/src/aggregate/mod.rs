@@ -33,6 +33,10 @@ use crate::storage::{
 
 /// Shards folded at once.
 const CONCURRENT_SHARDS: usize = 4;
+/// Proxies folded at once in one invocation, whatever the shards: with
+/// `FOLD_MEMORY_BYTES` each, a run holds at most 96 MB of decoded state, and
+/// a shard of many proxies is not folded one proxy after another.
+const CONCURRENT_FOLDS: usize = 4;
 /// Chunks read per page of one proxy (a page is also at most 1 MB).
 const PAGE_CHUNKS: i32 = 100;
 /// Stored chunk bytes one proxy may have read per run: a tenant's backlog
@@ -42,7 +46,7 @@ const PAGE_CHUNKS: i32 = 100;
 pub const MAX_BYTES_PER_PROXY: usize = 256 * 1024 * 1024;
 /// Decoded state one proxy's fold may hold before it writes what it has:
 /// shards fold at once, so a run holds at most this times
-/// `CONCURRENT_SHARDS` (96 MB of the function's 256 MB).
+/// `CONCURRENT_FOLDS` (96 MB of the function's 256 MB).
 pub const FOLD_MEMORY_BYTES: usize = 24 * 1024 * 1024;
 /// Default time a run may take (the deployed function's timeout is 300 s).
 pub const DEFAULT_RUN_BUDGET: Duration = Duration::from_secs(240);
@@ -145,6 +149,7 @@ pub async fn run(
         limits,
         failures,
         tally: Mutex::new(Tally::default()),
+        folds: tokio::sync::Semaphore::new(CONCURRENT_FOLDS),
     };
     let mut shards: Vec<u32> = shards.into_iter().collect();
     shards.sort_unstable();

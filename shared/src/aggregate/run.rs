@@ -19,6 +19,8 @@ pub(super) struct Run<'a> {
     /// (proxy, subject) → quarantined? for every failure record at the start.
     pub(super) failures: HashMap<(String, String), bool>,
     pub(super) tally: Mutex<Tally>,
+    /// Folds in flight in this invocation (memory: `CONCURRENT_FOLDS`).
+    pub(super) folds: tokio::sync::Semaphore,
 }
 
 /// One page's chunks of one day, decoded, waiting to be folded.
@@ -61,13 +63,20 @@ impl Run<'_> {
         // No tenant always goes first.
         let start = rand::rng().random_range(0..marks.len());
         marks.rotate_left(start);
-        for mark in &marks {
-            if self.out_of_time() {
-                return;
-            }
-            // Boxed: the fold's future is deep, and shards run at once.
-            Box::pin(self.proxy(mark)).await;
-        }
+        stream::iter(&marks)
+            .map(|mark| async move {
+                if self.out_of_time() {
+                    return;
+                }
+                let Ok(_permit) = self.folds.acquire().await else {
+                    return;
+                };
+                // Boxed: the fold's future is deep, and several run at once.
+                Box::pin(self.proxy(mark)).await;
+            })
+            .buffer_unordered(CONCURRENT_FOLDS)
+            .collect::<Vec<()>>()
+            .await;
     }
 
     /// Folds one proxy's pending chunks, a page at a time, within its budget

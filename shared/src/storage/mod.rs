@@ -37,6 +37,7 @@ mod quarantine;
 mod recent;
 mod record;
 mod retry;
+mod v2_pending;
 
 use std::collections::HashMap;
 use std::sync::Arc;
