@@ -64,6 +64,7 @@ pub mod agent;
 pub mod aggregate;
 mod batch;
 pub mod clock;
+mod journal;
 mod observation;
 mod reporter;
 pub mod retry;
@@ -71,7 +72,7 @@ pub mod retry;
 pub use batch::Batch;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use observation::Observation;
-pub use reporter::{Config, MAX_BATCH_EVENTS, Reporter, ReporterBuilder, Stats};
+pub use reporter::{Backlog, Config, MAX_BATCH_EVENTS, Reporter, ReporterBuilder, Stats};
 
 /// Why a reporter could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +81,8 @@ pub enum Error {
     Config(String),
     #[error("a Reporter must be built inside a tokio runtime")]
     NoRuntime,
+    #[error("state file: {0}")]
+    State(String),
     #[error("could not build the HTTP client: {0}")]
     Http(String),
 }

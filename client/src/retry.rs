@@ -34,6 +34,12 @@ pub enum Outcome {
     /// 409 `SEQUENCE_GAP`: the server has recorded this producer's batches up
     /// to `expected - 1` only.
     SequenceGap { expected: u64 },
+    /// 409 `SEQUENCE_CONFLICT`: the server accepted this sequence with
+    /// another body. Our numbering disagrees with what the server holds (a
+    /// state file copied between agents, or restored from an old backup):
+    /// resending cannot help and guessing another number could count twice,
+    /// so the batch is dropped and counted on its own.
+    SequenceConflict { reason: String },
     /// Refused for good (a 4xx other than 408/409-gap/429, or a redirect):
     /// dropping the batch is the only way forward.
     Rejected { status: u16, reason: String },
@@ -46,8 +52,8 @@ pub enum Outcome {
 /// - no answer, 5xx (503 included), 429 and 408 → retry. 408 is not in the
 ///   contract, but a gateway may send it and it says nothing about the
 ///   batch; the sequence makes the retry safe.
-/// - 409 with `{"error": "SEQUENCE_GAP", "expectedSequence": N}` → gap; any
-///   other 409 → rejected.
+/// - 409 with `{"error": "SEQUENCE_GAP", "expectedSequence": N}` → gap;
+///   409 `SEQUENCE_CONFLICT` → conflict; any other 409 → rejected.
 /// - every other status (4xx, and 3xx: redirects are not followed, a POST
 ///   must not silently become a GET elsewhere) → rejected.
 pub fn classify(reply: &Reply) -> Outcome {
@@ -73,6 +79,11 @@ pub fn classify(reply: &Reply) -> Outcome {
         },
         409 => match sequence_gap(body) {
             Some(expected) => Outcome::SequenceGap { expected },
+            None if error_kind(body).as_deref() == Some("SEQUENCE_CONFLICT") => {
+                Outcome::SequenceConflict {
+                    reason: format!("HTTP 409{}", describe(body)),
+                }
+            }
             None => Outcome::Rejected {
                 status,
                 reason: format!("HTTP 409{}", describe(body)),
@@ -83,6 +94,11 @@ pub fn classify(reply: &Reply) -> Outcome {
             reason: format!("HTTP {status}{}", describe(body)),
         },
     }
+}
+
+fn error_kind(body: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    Some(v.get("error")?.as_str()?.to_owned())
 }
 
 fn sequence_gap(body: &[u8]) -> Option<u64> {
@@ -220,6 +236,17 @@ mod tests {
                 ),
                 "{body}"
             );
+        }
+    }
+
+    #[test]
+    fn a_sequence_conflict_is_its_own_outcome_not_a_rejection_or_a_retry() {
+        let body = r#"{"error":"SEQUENCE_CONFLICT","message":"sequence 4 was accepted with another body","code":"PROXY_METRICS_4099"}"#;
+        match classify(&http(409, body)) {
+            Outcome::SequenceConflict { reason } => {
+                assert!(reason.contains("SEQUENCE_CONFLICT"), "{reason}")
+            }
+            other => panic!("{other:?}"),
         }
     }
 

@@ -1,6 +1,8 @@
 //! Building a [`Reporter`]: options, then the shared state and the
 //! background task.
 
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -12,13 +14,14 @@ use super::config::validate_proxy_id;
 use super::flush::Sender;
 #[cfg(test)]
 use super::script;
+use super::segments::Journal;
 use super::transport::{Transport, check_token};
 use super::{Inner, Reporter, Shared, State};
-use crate::Error;
 use crate::aggregate::Aggregator;
 use crate::batch::{RingBuffer, Sequencer};
 use crate::clock::Clock;
 use crate::reporter::{Config, Stats};
+use crate::{Error, journal};
 
 /// Builds a [`Reporter`] with options other than the defaults.
 pub struct ReporterBuilder {
@@ -28,6 +31,7 @@ pub struct ReporterBuilder {
     pub(super) config: Config,
     pub(super) clock: Arc<dyn Clock>,
     pub(super) dry_run: bool,
+    pub(super) state_file: Option<PathBuf>,
     #[cfg(test)]
     pub(super) script: Option<Arc<script::Script>>,
 }
@@ -92,6 +96,16 @@ impl ReporterBuilder {
         self
     }
 
+    /// Keep the producer id, the sequence, the source position and the
+    /// batches on their way in this file (see the `journal` module), so
+    /// that a restart resumes where this run stopped. With it, the reporter
+    /// sends only what [`Reporter::checkpoint`] has cut. Ignored in a dry
+    /// run (nothing is delivered, so nothing may be marked as delivered).
+    pub fn state_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.state_file = Some(path.into());
+        self
+    }
+
     /// Checks the options and starts the background task on the current
     /// tokio runtime.
     pub fn build(self) -> Result<Reporter, Error> {
@@ -100,11 +114,22 @@ impl ReporterBuilder {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
         let token = Arc::new(RwLock::new(self.token.clone()));
         let transport = self.transport(&token)?;
-        // A fresh producer per process start: the server's sequence state
-        // belongs to a producer id, and this process has none of the old
-        // one's (contract: "a producer that restarts without its state
-        // takes a new Producer-Id").
-        let producer_id = uuid::Uuid::new_v4().simple().to_string();
+        // Without a state file, a fresh producer per process start: the
+        // server's sequence state belongs to a producer id, and this process
+        // has none of the old one's (contract: "a producer that restarts
+        // without its state takes a new Producer-Id"). With one, the saved
+        // producer and sequence go on.
+        let journal = match (&self.state_file, self.dry_run) {
+            (Some(path), false) => Some(self.open_journal(path)?),
+            _ => None,
+        };
+        let producer_id = match &journal {
+            Some(j) => j.saved.producer_id.clone(),
+            None => uuid::Uuid::new_v4().simple().to_string(),
+        };
+        let resume = journal.as_ref().and_then(|j| j.saved.resume_at().cloned());
+        let journaled = journal.is_some();
+        let next_sequence = journal.as_ref().map_or(0, |j| j.next_to_send());
         let now_ms = self.clock.now().timestamp_millis();
         let mut seed = rand::rng();
         let state = State {
@@ -119,6 +144,8 @@ impl ReporterBuilder {
             closed: false,
             next_event_id: 0,
             last_activity_ms: now_ms,
+            marks: VecDeque::new(),
+            unmarked: 0,
         };
         let (deadline, deadline_rx) = watch::channel(None);
         let shared = Arc::new(Shared {
@@ -132,7 +159,8 @@ impl ReporterBuilder {
         let sender = Sender {
             shared: shared.clone(),
             transport,
-            sequencer: Sequencer::new(producer_id),
+            sequencer: Sequencer::starting_at(producer_id, next_sequence),
+            journal,
             rng: SmallRng::from_rng(&mut seed),
             deadline: deadline_rx,
             dropped_logged: 0,
@@ -142,9 +170,28 @@ impl ReporterBuilder {
         Ok(Reporter {
             inner: Arc::new(Inner {
                 shared,
+                resume,
+                journaled,
                 token,
                 task: tokio::sync::Mutex::new(Some(task)),
             }),
+        })
+    }
+
+    /// Reads the state file (a fresh producer when there is none) and writes
+    /// it back at once: an unwritable state directory fails the start, not
+    /// the first checkpoint.
+    fn open_journal(&self, path: &Path) -> Result<Journal, Error> {
+        let state_error = |e: std::io::Error| Error::State(format!("{}: {e}", path.display()));
+        let saved = journal::load(path, &self.proxy_id)
+            .map_err(state_error)?
+            .unwrap_or_else(|| {
+                journal::Saved::fresh(&self.proxy_id, uuid::Uuid::new_v4().simple().to_string())
+            });
+        journal::store(path, &saved).map_err(state_error)?;
+        Ok(Journal {
+            path: path.to_owned(),
+            saved,
         })
     }
 

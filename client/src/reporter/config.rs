@@ -127,8 +127,8 @@ impl Config {
 
 /// Counters, in **observations** (calls to [`Reporter::record`]) unless
 /// said otherwise. Once the reporter has shut down,
-/// `recorded = sent + dropped_*` exactly; before, the difference is
-/// `pending`.
+/// `recorded = sent + dropped_* + left_for_next_run` exactly; before, the
+/// difference is `pending`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Stats {
     /// Calls to `record()`.
@@ -145,6 +145,14 @@ pub struct Stats {
     pub dropped_gave_up: u64,
     /// Recorded after `shutdown()`, or still unsent at its deadline.
     pub dropped_shutdown: u64,
+    /// Lost because the server holds another body under their batch's
+    /// sequence (409 `SEQUENCE_CONFLICT`: this producer's numbering and the
+    /// server's disagree; see `retry::Outcome::SequenceConflict`).
+    pub dropped_conflict: u64,
+    /// With a state file: not sent by this run, and not lost — after the
+    /// last checkpoint (read again at the next start) or saved batches
+    /// (replayed at the next start).
+    pub left_for_next_run: u64,
     /// Observations dated more than a minute ahead, re-dated to "now".
     pub restamped_future: u64,
     /// Waiting: in open intervals, the buffer, or the batch in flight.

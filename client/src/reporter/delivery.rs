@@ -8,11 +8,13 @@ use super::flush::{Sender, until_deadline};
 use crate::batch::Batch;
 use crate::retry::{Outcome, backoff, classify};
 
-enum Settled {
+pub(super) enum Settled {
     Accepted {
         duplicate: bool,
     },
     Rejected,
+    /// 409 `SEQUENCE_CONFLICT`.
+    Conflict,
     GaveUp,
     /// The shutdown deadline came first.
     Deadline,
@@ -43,23 +45,10 @@ impl Sender {
             };
             let (events, observations) = (body.events as u64, body.observations);
             let (settled, sequence) = self.send(self.sequencer.assign(body)).await;
-            let mut st = self.shared.lock();
-            st.in_flight = 0;
-            match settled {
-                Settled::Accepted { duplicate } => {
-                    st.stats.sent += observations;
-                    st.stats.events_sent += events;
-                    st.stats.batches_sent += 1;
-                    if duplicate {
-                        st.stats.duplicates += 1;
-                    }
-                }
-                Settled::Rejected => st.stats.dropped_rejected += observations,
-                Settled::GaveUp => st.stats.dropped_gave_up += observations,
-                Settled::Deadline => {
-                    st.stats.dropped_shutdown += observations;
-                    return false;
-                }
+            self.shared.lock().in_flight = 0;
+            if !self.count(&settled, events, observations) {
+                self.shared.lock().stats.dropped_shutdown += observations;
+                return false;
             }
             // Rejected batches move the sequence on too: see the crate docs
             // ("Sequence gaps") for why that is the safe direction.
@@ -67,10 +56,32 @@ impl Sender {
         }
     }
 
+    /// Counts a settled batch; false for [`Settled::Deadline`], which the
+    /// caller counts (lost, or left for the next run).
+    pub(super) fn count(&self, settled: &Settled, events: u64, observations: u64) -> bool {
+        let mut st = self.shared.lock();
+        match settled {
+            Settled::Accepted { duplicate } => {
+                st.stats.sent += observations;
+                st.stats.events_sent += events;
+                st.stats.batches_sent += 1;
+                if *duplicate {
+                    st.stats.duplicates += 1;
+                }
+            }
+            Settled::Rejected => st.stats.dropped_rejected += observations,
+            Settled::Conflict => st.stats.dropped_conflict += observations,
+            Settled::GaveUp => st.stats.dropped_gave_up += observations,
+            Settled::Deadline => return false,
+        }
+        true
+    }
+
     /// Sends one batch until it is settled; returns how, and the sequence it
     /// was last sent with (a `SEQUENCE_GAP` answer re-bases it).
-    async fn send(&mut self, mut batch: Batch) -> (Settled, u64) {
-        let config = &self.shared.config;
+    pub(super) async fn send(&mut self, mut batch: Batch) -> (Settled, u64) {
+        let shared = self.shared.clone();
+        let config = &shared.config;
         let mut attempts: u32 = 0;
         let mut rebases: u32 = 0;
         loop {
@@ -114,6 +125,9 @@ impl Sender {
                     );
                     batch.sequence = expected;
                     attempts = 0;
+                    // With a state file, the new numbers are saved before
+                    // the batch goes out under them.
+                    self.rebased(expected);
                 }
                 Outcome::SequenceGap { expected } => {
                     // Expected at or past what we sent: the server claims to
@@ -125,6 +139,18 @@ impl Sender {
                         "SEQUENCE_GAP expecting a sequence not below the batch's; batch dropped"
                     );
                     return (Settled::Rejected, batch.sequence);
+                }
+                Outcome::SequenceConflict { reason } => {
+                    error!(
+                        sequence = batch.sequence,
+                        producer_id = %batch.producer_id,
+                        events = batch.events,
+                        observations = batch.observations,
+                        %reason,
+                        "SEQUENCE_CONFLICT: the server accepted this sequence with another body; \
+                         is this producer's state file shared or restored from an old copy? batch dropped"
+                    );
+                    return (Settled::Conflict, batch.sequence);
                 }
                 Outcome::Rejected { status, reason } => {
                     error!(

@@ -8,6 +8,7 @@ use tokio::time::Instant;
 use tracing::warn;
 
 use super::config::{DROP_LOG_EVERY, TICK};
+use super::segments::Journal;
 use super::transport::Transport;
 use super::{Shared, drop_leftovers, serialise};
 use crate::aggregate::{Interval, interval_start};
@@ -17,6 +18,8 @@ pub(super) struct Sender {
     pub(super) shared: Arc<Shared>,
     pub(super) transport: Transport,
     pub(super) sequencer: Sequencer,
+    /// With a state file: segments only, each written before it is sent.
+    pub(super) journal: Option<Journal>,
     pub(super) rng: SmallRng,
     pub(super) deadline: watch::Receiver<Option<Instant>>,
     pub(super) dropped_logged: u64,
@@ -36,6 +39,16 @@ impl Sender {
                 }
             }
             let stopping = self.deadline.borrow().is_some();
+            if self.journal.is_some() {
+                // Only checkpoints decide what goes: what follows the last
+                // one stays unsent, and the source is read again from there.
+                self.close_intervals(false);
+                self.log_drops();
+                if !self.send_segments().await || stopping {
+                    break;
+                }
+                continue;
+            }
             let ready = self.close_intervals(stopping);
             self.log_drops();
             if stopping
@@ -52,8 +65,9 @@ impl Sender {
                 break;
             }
         }
+        let journaled = self.journal.is_some();
         let mut st = self.shared.lock();
-        drop_leftovers(&mut st);
+        drop_leftovers(&mut st, journaled);
     }
 
     /// Moves ended intervals (all of them when stopping) to the buffer, adds

@@ -13,10 +13,14 @@ mod delivery;
 mod flush;
 #[cfg(test)]
 mod script;
+mod segments;
+#[cfg(test)]
+mod state_tests;
 #[cfg(test)]
 mod tests;
 mod transport;
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -45,6 +49,31 @@ pub(super) struct State {
     next_event_id: u64,
     /// Last record() or heartbeat, for the heartbeat.
     last_activity_ms: i64,
+    /// Checkpoints not yet sent, oldest first: the events before each (in
+    /// `ready`, after the previous one's) stand for the source up to it.
+    marks: VecDeque<Mark>,
+    /// Events in `ready` after the last mark.
+    unmarked: usize,
+}
+
+/// A source position cut by [`Reporter::checkpoint`].
+pub(super) struct Mark {
+    /// Events in `ready` between the previous mark and this one.
+    events: usize,
+    position: serde_json::Value,
+}
+
+/// How full the reporter is, for a reader that must pause rather than
+/// overflow it (see [`Reporter::backlog`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Backlog {
+    /// Closed events waiting to be sent, and the buffer's capacity.
+    pub buffered: usize,
+    pub capacity: usize,
+    /// Intervals still open (each becomes an event when closed).
+    pub open: usize,
+    /// Events after the last checkpoint (closed and open).
+    pub since_checkpoint: usize,
 }
 
 impl State {
@@ -66,8 +95,15 @@ impl State {
     fn push(&mut self, event: Result<ReadyEvent, u64>) {
         match event {
             Ok(event) => {
+                self.unmarked += 1;
                 if let Some(old) = self.ready.push(event) {
                     self.stats.dropped_buffer_full += old.observations;
+                    // The evicted event was the oldest: it belonged to the
+                    // oldest segment still waiting.
+                    match self.marks.front_mut() {
+                        Some(mark) if mark.events > 0 => mark.events -= 1,
+                        _ => self.unmarked = self.unmarked.saturating_sub(1),
+                    }
                 }
             }
             Err(observations) => self.stats.dropped_rejected += observations,
@@ -141,6 +177,9 @@ pub struct Reporter {
 
 pub(super) struct Inner {
     shared: Arc<Shared>,
+    /// Where the source resumes, from the state file.
+    resume: Option<serde_json::Value>,
+    journaled: bool,
     token: Arc<RwLock<String>>,
     task: tokio::sync::Mutex<Option<JoinHandle<()>>>,
 }
@@ -199,6 +238,7 @@ impl Reporter {
             config: Config::default(),
             clock: Arc::new(SystemClock),
             dry_run: false,
+            state_file: None,
             #[cfg(test)]
             script: None,
         }
@@ -236,6 +276,46 @@ impl Reporter {
                 shared.wake.notify_one();
             }
         }
+    }
+
+    /// Cuts the source at `position` (opaque here: the agent's file
+    /// identity and offset): every open interval is closed, and everything
+    /// recorded so far goes out as one *segment* of batches, which only a
+    /// reporter with a state file ([`ReporterBuilder::state_file`]) keeps
+    /// apart. Its batches are written to the state file before the first
+    /// is sent, and `position` is saved once all of them are settled. A
+    /// reporter with a state file sends nothing that is not so cut.
+    pub fn checkpoint(&self, position: serde_json::Value) {
+        let shared = &self.inner.shared;
+        let mut st = shared.lock();
+        if st.closed {
+            return;
+        }
+        for interval in st.aggregator.close_all() {
+            st.queue(interval, &shared.producer_id);
+        }
+        let events = std::mem::take(&mut st.unmarked);
+        st.marks.push_back(Mark { events, position });
+        drop(st);
+        shared.wake.notify_one();
+    }
+
+    /// How full the buffer is; O(1) under the lock, cheap to call per line.
+    pub fn backlog(&self) -> Backlog {
+        let st = self.inner.shared.lock();
+        let open = st.aggregator.open_len();
+        Backlog {
+            buffered: st.ready.len(),
+            capacity: self.inner.shared.config.buffer_capacity,
+            open,
+            since_checkpoint: st.unmarked + open,
+        }
+    }
+
+    /// Where the source resumes, as saved in the state file by an earlier
+    /// run (`None` without a state file, or on the first run).
+    pub fn resume_position(&self) -> Option<&serde_json::Value> {
+        self.inner.resume.as_ref()
     }
 
     /// The counters so far.
@@ -280,7 +360,8 @@ impl Reporter {
                 warn!("reporter task did not stop by its deadline; aborted");
             }
             let mut st = shared.lock();
-            drop_leftovers(&mut st);
+            let journaled = self.inner.journaled;
+            drop_leftovers(&mut st, journaled);
             let stats = st.snapshot();
             info!(
                 recorded = stats.recorded,
@@ -300,8 +381,10 @@ impl Reporter {
     }
 }
 
-/// Whatever is still held once sending has stopped is lost: count it.
-pub(super) fn drop_leftovers(st: &mut State) {
+/// Whatever is still held once sending has stopped is lost to this run:
+/// count it. With a state file it is not lost (`journaled`): the source is
+/// read again from the saved position, the saved batches are replayed.
+pub(super) fn drop_leftovers(st: &mut State, journaled: bool) {
     let mut left = st.in_flight;
     st.in_flight = 0;
     left += st
@@ -316,5 +399,11 @@ pub(super) fn drop_leftovers(st: &mut State) {
         .iter()
         .map(|e| e.observations)
         .sum::<u64>();
-    st.stats.dropped_shutdown += left;
+    st.marks.clear();
+    st.unmarked = 0;
+    if journaled {
+        st.stats.left_for_next_run += left;
+    } else {
+        st.stats.dropped_shutdown += left;
+    }
 }
