@@ -1,5 +1,6 @@
 //! The pieces of the `proxy-metrics-agent` binary that deserve tests of
-//! their own: log parsing and log following.
+//! their own: log parsing, log following, and where it stands in a log.
 
 pub mod parse;
+pub mod position;
 pub mod tail;

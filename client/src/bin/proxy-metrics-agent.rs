@@ -16,7 +16,8 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use proxy_metrics_client::agent::parse::{self, DurationUnit, Format, JsonMapping};
-use proxy_metrics_client::agent::tail::{self, Control, Line, Source, TailOptions};
+use proxy_metrics_client::agent::position::{self, Position};
+use proxy_metrics_client::agent::tail::{self, Control, Line, Sink, Source, TailOptions};
 use proxy_metrics_client::{Config, Reporter};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
@@ -56,8 +57,26 @@ struct Args {
     proxy_id: String,
 
     /// Read the file from its beginning (default: from its current end).
-    #[arg(long)]
+    /// A saved position (--state-dir) wins over this.
+    #[arg(long, env = "PROXY_METRICS_FROM_START")]
     from_start: bool,
+
+    /// Directory of the state file: the log's position, the producer id
+    /// and sequence, and the batches on their way, so that a restart (or a
+    /// crash) resumes exactly where delivery stopped. One file per proxy id
+    /// and log path. Not used for stdin or --dry-run.
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "PROXY_METRICS_STATE_DIR",
+        default_value = "/var/lib/proxy-metrics-agent"
+    )]
+    state_dir: PathBuf,
+
+    /// Keep no state: a restart starts from the end of the log (or its
+    /// start with --from-start) under a new producer id.
+    #[arg(long, env = "PROXY_METRICS_NO_STATE")]
+    no_state: bool,
 
     /// Stop at the end of the file (flush and exit) instead of following it.
     #[arg(long, visible_alias = "no-follow")]
@@ -84,6 +103,12 @@ struct Args {
     /// default: an idle log does not prove the proxy is up).
     #[arg(long, value_name = "SECONDS", value_parser = seconds)]
     heartbeat: Option<Duration>,
+
+    /// Seconds a renamed log is still read after its path names a new file
+    /// (nginx writes to the old one until it has reopened its logs; like
+    /// Fluent Bit's Rotate_Wait).
+    #[arg(long, value_name = "SECONDS", env = "PROXY_METRICS_ROTATE_WAIT", default_value = "10", value_parser = seconds)]
+    rotate_wait: Duration,
 
     /// Milliseconds between checks of the log for new lines and rotation.
     #[arg(long, value_name = "MS", default_value_t = 250)]
@@ -166,6 +191,19 @@ impl Args {
         }
     }
 
+    /// The state file of this proxy and log, when state is kept.
+    fn state_file(&self) -> Option<PathBuf> {
+        if self.no_state || self.dry_run || self.log == "-" {
+            return None;
+        }
+        let log = std::path::absolute(&self.log).unwrap_or_else(|_| PathBuf::from(&self.log));
+        let key = position::fnv1a(log.as_os_str().as_encoded_bytes());
+        Some(
+            self.state_dir
+                .join(format!("{}-{key:016x}.json", self.proxy_id)),
+        )
+    }
+
     fn reporter(&self) -> Result<Reporter, String> {
         let (url, token) = match (&self.url, &self.token, self.dry_run) {
             (Some(u), Some(t), _) => (u.clone(), t.clone()),
@@ -173,7 +211,13 @@ impl Args {
             (None, _, false) => return Err("--url (or PROXY_METRICS_URL) is required".into()),
             (_, None, false) => return Err("--token (or PROXY_METRICS_TOKEN) is required".into()),
         };
-        Reporter::builder(url, token, self.proxy_id.clone())
+        let mut builder = Reporter::builder(url, token, self.proxy_id.clone());
+        if let Some(file) = self.state_file() {
+            std::fs::create_dir_all(&self.state_dir)
+                .map_err(|e| format!("--state-dir {}: {e}", self.state_dir.display()))?;
+            builder = builder.state_file(file);
+        }
+        builder
             .config(Config {
                 flush_interval: self.flush_interval,
                 buffer_capacity: self.buffer_capacity,
@@ -239,6 +283,84 @@ fn handle_line(line: Line<'_>, format: &Format, reporter: &Reporter, lines: &Lin
         if n == MALFORMED_LOGGED {
             warn!("further malformed lines are counted, not logged one by one");
         }
+    }
+}
+
+/// Events that may be open or closed beside the buffer's own between two
+/// looks at it (a look every `LOOK_EVERY` lines, at most one new event a
+/// line, plus the open intervals).
+const LOOK_EVERY: u32 = 64;
+const HEADROOM: usize = 64 + LOOK_EVERY as usize;
+
+/// Where the reader's lines go: parsed and recorded; and, every so often, a
+/// checkpoint (with a state file), or a pause while the reporter's buffer is
+/// full — the file is the buffer, as in Fluent Bit and Vector.
+struct Feed<'a> {
+    format: &'a Format,
+    reporter: &'a Reporter,
+    lines: &'a Lines,
+    control: &'a Control,
+    /// Checkpoints are taken (a state file is kept).
+    checkpoints: bool,
+    every: Duration,
+    last_cut: std::time::Instant,
+    last_saved: Option<Position>,
+    since_look: u32,
+    once: bool,
+}
+
+impl Sink for Feed<'_> {
+    fn line(&mut self, line: Line<'_>, after: Option<&Position>) {
+        handle_line(line, self.format, self.reporter, self.lines);
+        self.since_look += 1;
+        if self.since_look >= LOOK_EVERY {
+            self.look(after, false);
+        }
+    }
+
+    fn idle(&mut self, at: Option<&Position>) {
+        // The last end the reader will see (--once, or stopping): save it.
+        if self.once || self.control.draining() {
+            self.checkpoint(at, usize::MAX);
+        }
+        self.look(at, true);
+    }
+}
+
+impl Feed<'_> {
+    fn look(&mut self, at: Option<&Position>, idle: bool) {
+        self.since_look = 0;
+        let mut backlog = self.reporter.backlog();
+        let cut_at = backlog.capacity.min(proxy_metrics_client::MAX_BATCH_EVENTS) / 2;
+        let due =
+            self.last_cut.elapsed() >= self.every || backlog.since_checkpoint >= cut_at.max(1);
+        if due && (idle || backlog.since_checkpoint > 0) {
+            self.checkpoint(at, backlog.since_checkpoint);
+        }
+        while backlog.buffered + backlog.open + HEADROOM >= backlog.capacity
+            && !self.control.stopped()
+        {
+            // Full: what waits unsent must be cut to be sent at all.
+            self.checkpoint(at, backlog.since_checkpoint);
+            std::thread::sleep(Duration::from_millis(20));
+            backlog = self.reporter.backlog();
+        }
+    }
+
+    fn checkpoint(&mut self, at: Option<&Position>, events: usize) {
+        let (true, Some(at)) = (self.checkpoints, at) else {
+            return;
+        };
+        if events == 0 && self.last_saved.as_ref() == Some(at) {
+            // Nothing new to deliver or to save.
+            return;
+        }
+        match serde_json::to_value(at) {
+            Ok(v) => self.reporter.checkpoint(v),
+            Err(e) => warn!(error = %e, "could not encode the position"),
+        }
+        self.last_saved = Some(*at);
+        self.last_cut = std::time::Instant::now();
     }
 }
 
@@ -314,12 +436,22 @@ async fn main() -> ExitCode {
     let lines = Arc::new(Lines::default());
     let control = Arc::new(Control::default());
     let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();
+    let resume = reporter
+        .resume_position()
+        .and_then(|v| serde_json::from_value::<Position>(v.clone()).ok());
+    if let Some(at) = &resume {
+        info!(offset = at.offset, "resuming at the saved position");
+    }
+    let checkpoints = args.state_file().is_some();
     let options = TailOptions {
         from_start: args.from_start,
         follow: !args.once,
         poll: Duration::from_millis(args.poll_ms.max(10)),
+        resume,
+        rotate_wait: args.rotate_wait,
         ..TailOptions::default()
     };
+    let every = args.flush_interval;
     // A plain thread, not the runtime's: file reads block, and a thread
     // stuck reading stdin must not hold up the exit after the flush.
     {
@@ -330,9 +462,19 @@ async fn main() -> ExitCode {
             source.clone(),
         );
         std::thread::spawn(move || {
-            let result = tail::run(&source, &options, &control, &mut |line| {
-                handle_line(line, &format, &reporter, &lines)
-            });
+            let mut feed = Feed {
+                format: &format,
+                reporter: &reporter,
+                lines: &lines,
+                control: &control,
+                checkpoints,
+                every,
+                last_cut: std::time::Instant::now(),
+                last_saved: None,
+                since_look: 0,
+                once: args.once,
+            };
+            let result = tail::run(&source, &options, &control, &mut feed);
             let _ = done_tx.send(result);
         });
     }
