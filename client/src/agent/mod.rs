@@ -1,6 +1,9 @@
 //! The pieces of the `proxy-metrics-agent` binary that deserve tests of
-//! their own: log parsing, log following, and where it stands in a log.
+//! their own: log parsing, log following, where it stands in a log, and
+//! where the lines go.
 
+pub mod feed;
+pub mod nginx_format;
 pub mod parse;
 pub mod position;
 pub mod tail;

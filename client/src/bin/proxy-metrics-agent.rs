@@ -11,19 +11,18 @@ use std::io;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
-use proxy_metrics_client::agent::parse::{self, DurationUnit, Format, JsonMapping};
+use proxy_metrics_client::agent::feed::{Feed, Lines};
+use proxy_metrics_client::agent::nginx_format::{LatencyFrom, NginxFormat};
+use proxy_metrics_client::agent::parse::{DurationUnit, Format, JsonMapping};
 use proxy_metrics_client::agent::position::{self, Position};
-use proxy_metrics_client::agent::tail::{self, Control, Line, Sink, Source, TailOptions};
+use proxy_metrics_client::agent::tail::{self, Control, Source, TailOptions};
 use proxy_metrics_client::{Config, Reporter};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
 
-/// Malformed lines logged one by one before the agent only counts them.
-const MALFORMED_LOGGED: u64 = 10;
 /// How often progress is logged.
 const PROGRESS_EVERY: Duration = Duration::from_secs(60);
 
@@ -39,10 +38,27 @@ struct Args {
     #[arg(value_name = "LOG", default_value = "-")]
     log: String,
 
-    /// Log format: nginx (combined + $request_time), envoy (default format,
-    /// JSON or text), json (fields named by the --json-* options).
-    #[arg(long, value_enum, default_value_t = FormatArg::Nginx)]
+    /// Log format: nginx (combined or main, + $request_time; see also
+    /// --nginx-log-format), envoy (default format as JSON or text, Istio's
+    /// default text), caddy (its JSON access log), json (fields named by
+    /// the --json-* options).
+    #[arg(long, value_enum, env = "PROXY_METRICS_FORMAT", default_value_t = FormatArg::Nginx)]
     format: FormatArg,
+
+    /// nginx's log_format, as written in nginx.conf (`'$remote_addr - …'`),
+    /// or a preset: combined, main, ingress-nginx. Implies --format nginx.
+    #[arg(
+        long,
+        value_name = "LOG_FORMAT",
+        env = "PROXY_METRICS_NGINX_LOG_FORMAT"
+    )]
+    nginx_log_format: Option<String>,
+
+    /// With --nginx-log-format: the latency is $request_time (request, what
+    /// the client waited) or $upstream_response_time (upstream, summed over
+    /// the upstreams tried).
+    #[arg(long, value_enum, env = "PROXY_METRICS_LATENCY", default_value_t = LatencyArg::Request)]
+    latency: LatencyArg,
 
     /// API base URL, e.g. `https://api.example.com`.
     #[arg(long, env = "PROXY_METRICS_URL")]
@@ -145,7 +161,14 @@ struct Args {
 enum FormatArg {
     Nginx,
     Envoy,
+    Caddy,
     Json,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LatencyArg {
+    Request,
+    Upstream,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -171,10 +194,20 @@ fn optional(field: &str) -> Option<String> {
 }
 
 impl Args {
-    fn format(&self) -> Format {
-        match self.format {
+    fn format(&self) -> Result<Format, String> {
+        if let Some(log_format) = &self.nginx_log_format {
+            let latency = match self.latency {
+                LatencyArg::Request => LatencyFrom::Request,
+                LatencyArg::Upstream => LatencyFrom::Upstream,
+            };
+            return NginxFormat::compile(log_format, latency)
+                .map(|f| Format::NginxLogFormat(Box::new(f)))
+                .map_err(|e| format!("--nginx-log-format: {e}"));
+        }
+        Ok(match self.format {
             FormatArg::Nginx => Format::Nginx,
             FormatArg::Envoy => Format::Envoy,
+            FormatArg::Caddy => Format::Json(JsonMapping::caddy()),
             FormatArg::Json => Format::Json(JsonMapping {
                 time_field: optional(&self.json_time_field),
                 status_field: self.json_status_field.clone(),
@@ -188,7 +221,7 @@ impl Args {
                 bytes_sent_field: optional(&self.json_bytes_sent_field),
                 bytes_received_field: optional(&self.json_bytes_received_field),
             }),
-        }
+        })
     }
 
     /// The state file of this proxy and log, when state is kept.
@@ -228,139 +261,6 @@ impl Args {
             .dry_run(self.dry_run)
             .build()
             .map_err(|e| e.to_string())
-    }
-}
-
-/// Line counts, bumped by the reading thread.
-#[derive(Debug, Default)]
-struct Lines {
-    read: AtomicU64,
-    parsed: AtomicU64,
-    malformed: AtomicU64,
-}
-
-impl Lines {
-    fn get(&self) -> (u64, u64, u64) {
-        (
-            self.read.load(Ordering::Relaxed),
-            self.parsed.load(Ordering::Relaxed),
-            self.malformed.load(Ordering::Relaxed),
-        )
-    }
-}
-
-/// At most 200 characters of a line, for a log message.
-fn excerpt(line: &str) -> String {
-    let mut s: String = line.chars().take(200).collect();
-    if s.len() < line.len() {
-        s.push('…');
-    }
-    s
-}
-
-fn handle_line(line: Line<'_>, format: &Format, reporter: &Reporter, lines: &Lines) {
-    lines.read.fetch_add(1, Ordering::Relaxed);
-    let problem = match line {
-        Line::TooLong => Some(("line too long".to_owned(), String::new())),
-        Line::Text(bytes) => {
-            let text = String::from_utf8_lossy(bytes);
-            match parse::parse_line(format, &text) {
-                Ok(Some(record)) => {
-                    lines.parsed.fetch_add(1, Ordering::Relaxed);
-                    reporter.record(record.to_observation());
-                    None
-                }
-                Ok(None) => None,
-                Err(e) => Some((e.0.to_owned(), excerpt(&text))),
-            }
-        }
-    };
-    if let Some((reason, text)) = problem {
-        let n = lines.malformed.fetch_add(1, Ordering::Relaxed) + 1;
-        if n <= MALFORMED_LOGGED {
-            warn!(%reason, line = %text, "skipping a malformed log line");
-        }
-        if n == MALFORMED_LOGGED {
-            warn!("further malformed lines are counted, not logged one by one");
-        }
-    }
-}
-
-/// Events that may be open or closed beside the buffer's own between two
-/// looks at it (a look every `LOOK_EVERY` lines, at most one new event a
-/// line, plus the open intervals).
-const LOOK_EVERY: u32 = 64;
-const HEADROOM: usize = 64 + LOOK_EVERY as usize;
-
-/// Where the reader's lines go: parsed and recorded; and, every so often, a
-/// checkpoint (with a state file), or a pause while the reporter's buffer is
-/// full — the file is the buffer, as in Fluent Bit and Vector.
-struct Feed<'a> {
-    format: &'a Format,
-    reporter: &'a Reporter,
-    lines: &'a Lines,
-    control: &'a Control,
-    /// Checkpoints are taken (a state file is kept).
-    checkpoints: bool,
-    every: Duration,
-    last_cut: std::time::Instant,
-    last_saved: Option<Position>,
-    since_look: u32,
-    once: bool,
-}
-
-impl Sink for Feed<'_> {
-    fn line(&mut self, line: Line<'_>, after: Option<&Position>) {
-        handle_line(line, self.format, self.reporter, self.lines);
-        self.since_look += 1;
-        if self.since_look >= LOOK_EVERY {
-            self.look(after, false);
-        }
-    }
-
-    fn idle(&mut self, at: Option<&Position>) {
-        // The last end the reader will see (--once, or stopping): save it.
-        if self.once || self.control.draining() {
-            self.checkpoint(at, usize::MAX);
-        }
-        self.look(at, true);
-    }
-}
-
-impl Feed<'_> {
-    fn look(&mut self, at: Option<&Position>, idle: bool) {
-        self.since_look = 0;
-        let mut backlog = self.reporter.backlog();
-        let cut_at = backlog.capacity.min(proxy_metrics_client::MAX_BATCH_EVENTS) / 2;
-        let due =
-            self.last_cut.elapsed() >= self.every || backlog.since_checkpoint >= cut_at.max(1);
-        if due && (idle || backlog.since_checkpoint > 0) {
-            self.checkpoint(at, backlog.since_checkpoint);
-        }
-        while backlog.buffered + backlog.open + HEADROOM >= backlog.capacity
-            && !self.control.stopped()
-        {
-            // Full: what waits unsent must be cut to be sent at all.
-            self.checkpoint(at, backlog.since_checkpoint);
-            std::thread::sleep(Duration::from_millis(20));
-            backlog = self.reporter.backlog();
-        }
-    }
-
-    fn checkpoint(&mut self, at: Option<&Position>, events: usize) {
-        let (true, Some(at)) = (self.checkpoints, at) else {
-            return;
-        };
-        if events == 0 && self.last_saved.as_ref() == Some(at) {
-            // Nothing new to deliver or to save.
-            return;
-        }
-        match serde_json::to_value(at) {
-            Ok(v) => self.reporter.checkpoint(v),
-            Err(e) => warn!(error = %e, "could not encode the position"),
-        }
-        self.last_saved = Some(*at);
-        self.last_cut = std::time::Instant::now();
     }
 }
 
@@ -406,7 +306,13 @@ async fn main() -> ExitCode {
         )
         .init();
     let args = Args::parse();
-    let format = args.format();
+    let format = match args.format() {
+        Ok(f) => f,
+        Err(e) => {
+            error!("{e}");
+            return ExitCode::from(2);
+        }
+    };
     let source = if args.log == "-" {
         Source::Stdin
     } else {

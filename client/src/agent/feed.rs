@@ -1,0 +1,150 @@
+//! Where the agent's reader puts its lines: parsed and recorded; every so
+//! often a checkpoint (with a state file); and a pause while the reporter's
+//! buffer is full — the file is the buffer, as in Fluent Bit and Vector.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tracing::warn;
+
+use crate::Reporter;
+use crate::agent::parse::{self, Format};
+use crate::agent::position::Position;
+use crate::agent::tail::{Control, Line, Sink};
+
+/// Malformed lines logged one by one before the agent only counts them.
+const MALFORMED_LOGGED: u64 = 10;
+
+/// Line counts, bumped by the reading thread.
+#[derive(Debug, Default)]
+pub struct Lines {
+    pub read: AtomicU64,
+    pub parsed: AtomicU64,
+    pub malformed: AtomicU64,
+}
+
+impl Lines {
+    /// Read, parsed, malformed.
+    pub fn get(&self) -> (u64, u64, u64) {
+        (
+            self.read.load(Ordering::Relaxed),
+            self.parsed.load(Ordering::Relaxed),
+            self.malformed.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// At most 200 characters of a line, for a log message.
+fn excerpt(line: &str) -> String {
+    let mut s: String = line.chars().take(200).collect();
+    if s.len() < line.len() {
+        s.push('…');
+    }
+    s
+}
+
+pub fn handle_line(line: Line<'_>, format: &Format, reporter: &Reporter, lines: &Lines) {
+    lines.read.fetch_add(1, Ordering::Relaxed);
+    let problem = match line {
+        Line::TooLong => Some(("line too long".to_owned(), String::new())),
+        Line::Text(bytes) => {
+            let text = String::from_utf8_lossy(bytes);
+            match parse::parse_line(format, &text) {
+                Ok(Some(record)) => {
+                    lines.parsed.fetch_add(1, Ordering::Relaxed);
+                    reporter.record(record.to_observation());
+                    None
+                }
+                Ok(None) => None,
+                Err(e) => Some((e.0.to_owned(), excerpt(&text))),
+            }
+        }
+    };
+    if let Some((reason, text)) = problem {
+        let n = lines.malformed.fetch_add(1, Ordering::Relaxed) + 1;
+        if n <= MALFORMED_LOGGED {
+            warn!(%reason, line = %text, "skipping a malformed log line");
+        }
+        if n == MALFORMED_LOGGED {
+            warn!("further malformed lines are counted, not logged one by one");
+        }
+    }
+}
+
+/// Events that may be open or closed beside the buffer's own between two
+/// looks at it (a look every `LOOK_EVERY` lines, at most one new event a
+/// line, plus the open intervals).
+const LOOK_EVERY: u32 = 64;
+const HEADROOM: usize = 64 + LOOK_EVERY as usize;
+
+/// Where the reader's lines go: parsed and recorded; and, every so often, a
+/// checkpoint (with a state file), or a pause while the reporter's buffer is
+/// full — the file is the buffer, as in Fluent Bit and Vector.
+pub struct Feed<'a> {
+    pub format: &'a Format,
+    pub reporter: &'a Reporter,
+    pub lines: &'a Lines,
+    pub control: &'a Control,
+    /// Checkpoints are taken (a state file is kept).
+    pub checkpoints: bool,
+    pub every: Duration,
+    pub last_cut: Instant,
+    pub last_saved: Option<Position>,
+    pub since_look: u32,
+    pub once: bool,
+}
+
+impl Sink for Feed<'_> {
+    fn line(&mut self, line: Line<'_>, after: Option<&Position>) {
+        handle_line(line, self.format, self.reporter, self.lines);
+        self.since_look += 1;
+        if self.since_look >= LOOK_EVERY {
+            self.look(after, false);
+        }
+    }
+
+    fn idle(&mut self, at: Option<&Position>) {
+        // The last end the reader will see (--once, or stopping): save it.
+        if self.once || self.control.draining() {
+            self.checkpoint(at, usize::MAX);
+        }
+        self.look(at, true);
+    }
+}
+
+impl Feed<'_> {
+    fn look(&mut self, at: Option<&Position>, idle: bool) {
+        self.since_look = 0;
+        let mut backlog = self.reporter.backlog();
+        let cut_at = backlog.capacity.min(crate::MAX_BATCH_EVENTS) / 2;
+        let due =
+            self.last_cut.elapsed() >= self.every || backlog.since_checkpoint >= cut_at.max(1);
+        if due && (idle || backlog.since_checkpoint > 0) {
+            self.checkpoint(at, backlog.since_checkpoint);
+        }
+        while backlog.buffered + backlog.open + HEADROOM >= backlog.capacity
+            && !self.control.stopped()
+        {
+            // Full: what waits unsent must be cut to be sent at all.
+            self.checkpoint(at, backlog.since_checkpoint);
+            std::thread::sleep(Duration::from_millis(20));
+            backlog = self.reporter.backlog();
+        }
+    }
+
+    fn checkpoint(&mut self, at: Option<&Position>, events: usize) {
+        let (true, Some(at)) = (self.checkpoints, at) else {
+            return;
+        };
+        if events == 0 && self.last_saved.as_ref() == Some(at) {
+            // Nothing new to deliver or to save.
+            return;
+        }
+        match serde_json::to_value(at) {
+            Ok(v) => self.reporter.checkpoint(v),
+            Err(e) => warn!(error = %e, "could not encode the position"),
+        }
+        self.last_saved = Some(*at);
+        self.last_cut = Instant::now();
+    }
+}
