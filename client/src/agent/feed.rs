@@ -119,7 +119,11 @@ impl Feed<'_> {
         let cut_at = backlog.capacity.min(crate::MAX_BATCH_EVENTS) / 2;
         let due =
             self.last_cut.elapsed() >= self.every || backlog.since_checkpoint >= cut_at.max(1);
-        if due && (idle || backlog.since_checkpoint > 0) {
+        // The first position is saved at once: should the log rotate before
+        // the first checkpoint and the agent be restarted, the next run
+        // must know which file it started in.
+        let first = self.last_saved.is_none();
+        if (due || first) && (idle || backlog.since_checkpoint > 0) {
             self.checkpoint(at, backlog.since_checkpoint);
         }
         while backlog.buffered + backlog.open + HEADROOM >= backlog.capacity

@@ -104,6 +104,8 @@ pub(super) fn follow_file(
     let (mut reading, mut rotated_at) = start(path, file, created, options)?;
     let mut splitter = Splitter::new(options.max_line_bytes);
     let mut buf = vec![0; READ_BUFFER];
+    // Where reading starts is a position too (nothing read yet).
+    sink.idle(Some(&reading.position(0)));
     loop {
         if control.stopped() {
             return Ok(());
