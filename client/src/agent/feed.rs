@@ -71,11 +71,12 @@ pub fn handle_line(line: Line<'_>, format: &Format, reporter: &Reporter, lines: 
     }
 }
 
-/// Events that may be open or closed beside the buffer's own between two
-/// looks at it (a look every `LOOK_EVERY` lines, at most one new event a
-/// line, plus the open intervals).
-const LOOK_EVERY: u32 = 64;
-const HEADROOM: usize = 64 + LOOK_EVERY as usize;
+/// Lines between two looks at the reporter's buffer, at most: a line adds at
+/// most one event to the buffer, so between two looks it grows by at most
+/// this many, plus the open intervals (which may all close at once).
+fn look_every(capacity: usize) -> u32 {
+    u32::try_from((capacity / 4).clamp(1, 64)).unwrap_or(64)
+}
 
 /// Where the reader's lines go: parsed and recorded; and, every so often, a
 /// checkpoint (with a state file), or a pause while the reporter's buffer is
@@ -98,7 +99,7 @@ impl Sink for Feed<'_> {
     fn line(&mut self, line: Line<'_>, after: Option<&Position>) {
         handle_line(line, self.format, self.reporter, self.lines);
         self.since_look += 1;
-        if self.since_look >= LOOK_EVERY {
+        if self.since_look >= look_every(self.reporter.backlog_capacity()) {
             self.look(after, false);
         }
     }
@@ -126,9 +127,14 @@ impl Feed<'_> {
         if (due || first) && (idle || backlog.since_checkpoint > 0) {
             self.checkpoint(at, backlog.since_checkpoint);
         }
-        while backlog.buffered + backlog.open + HEADROOM >= backlog.capacity
-            && !self.control.stopped()
-        {
+        // Room must stay for what may come before the next look: the open
+        // intervals and one event a line. (An empty buffer is never waited
+        // on: sending cannot make more room than that.)
+        let full = |b: &crate::Backlog| {
+            b.buffered > 0
+                && b.buffered + b.open + 2 * look_every(b.capacity) as usize >= b.capacity
+        };
+        while full(&backlog) && !self.control.stopped() {
             // Full: what waits unsent must be cut to be sent at all.
             self.checkpoint(at, backlog.since_checkpoint);
             std::thread::sleep(Duration::from_millis(20));

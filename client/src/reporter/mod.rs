@@ -300,6 +300,11 @@ impl Reporter {
         shared.wake.notify_one();
     }
 
+    /// The buffer's capacity, in events (no lock).
+    pub fn backlog_capacity(&self) -> usize {
+        self.inner.shared.config.buffer_capacity
+    }
+
     /// How full the buffer is; O(1) under the lock, cheap to call per line.
     pub fn backlog(&self) -> Backlog {
         let st = self.inner.shared.lock();
