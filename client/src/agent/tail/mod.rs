@@ -28,6 +28,8 @@
 //! skipped up to its newline.
 
 mod follow;
+#[cfg(test)]
+mod model_tests;
 mod split;
 #[cfg(test)]
 mod tests;
