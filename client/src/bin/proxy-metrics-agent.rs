@@ -19,10 +19,15 @@ use proxy_metrics_client::agent::nginx_format::{LatencyFrom, NginxFormat};
 use proxy_metrics_client::agent::parse::{DurationUnit, Format, JsonMapping};
 use proxy_metrics_client::agent::position::{self, Position};
 use proxy_metrics_client::agent::tail::{self, Control, Source, TailOptions};
-use proxy_metrics_client::{Config, Reporter};
+use proxy_metrics_client::{Config, Reporter, Stats};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
 
+/// How often the token file is looked at for a change.
+const TOKEN_CHECK_EVERY: Duration = Duration::from_secs(1);
+/// The exit status when observations were lost (dropped, not merely left
+/// for the next run): a supervisor or a batch job must hear about it.
+const EXIT_DROPPED: u8 = 3;
 /// How often progress is logged.
 const PROGRESS_EVERY: Duration = Duration::from_secs(60);
 
@@ -34,8 +39,9 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(60);
     after_help = "Examples:\n  proxy-metrics-agent --format nginx /var/log/nginx/access.log\n  envoy … | proxy-metrics-agent --format envoy -\n  proxy-metrics-agent --format json --json-time-field ts --json-duration-field duration \\\n      --json-duration-unit s --json-bytes-sent-field size --json-bytes-received-field bytes_read caddy.log"
 )]
 struct Args {
-    /// Access log to follow, or `-` for standard input.
-    #[arg(value_name = "LOG", default_value = "-")]
+    /// Access log to follow, or `-` for standard input (required: a unit
+    /// file without a path must fail, not read an empty stdin forever).
+    #[arg(value_name = "LOG", env = "PROXY_METRICS_LOG")]
     log: String,
 
     /// Log format: nginx (combined or main, + $request_time; see also
@@ -67,6 +73,17 @@ struct Args {
     /// Bearer token (a proxy token: scope metrics:write, proxy_id = this proxy).
     #[arg(long, env = "PROXY_METRICS_TOKEN", hide_env_values = true)]
     token: Option<String>,
+
+    /// File holding the bearer token (instead of --token): re-read when it
+    /// changes and on SIGHUP, so a renewed token is picked up without a
+    /// restart (a Kubernetes Secret volume, a cron job renewing it).
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "PROXY_METRICS_TOKEN_FILE",
+        conflicts_with = "token"
+    )]
+    token_file: Option<PathBuf>,
 
     /// The proxy's id, as registered with POST /proxies.
     #[arg(long, env = "PROXY_ID")]
@@ -179,6 +196,33 @@ enum UnitArg {
     Ns,
 }
 
+fn read_token(path: &std::path::Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("--token-file {}: {e}", path.display()))?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(format!("--token-file {}: empty", path.display()));
+    }
+    Ok(token.to_owned())
+}
+
+/// The token file's modification time and length, to notice a change.
+fn token_stamp(path: &std::path::Path) -> Option<(std::time::SystemTime, u64)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
+/// Re-reads `--token-file` into the reporter; a bad read keeps the old token.
+fn reload_token(args: &Args, reporter: &Reporter, why: &str) {
+    let Some(path) = &args.token_file else {
+        return;
+    };
+    match read_token(path).and_then(|t| reporter.set_token(t).map_err(|e| e.to_string())) {
+        Ok(()) => info!(why, path = %path.display(), "token re-read"),
+        Err(e) => warn!(why, error = %e, "could not re-read the token; keeping the one in use"),
+    }
+}
+
 fn seconds(s: &str) -> Result<Duration, String> {
     let v: f64 = s
         .parse()
@@ -238,11 +282,20 @@ impl Args {
     }
 
     fn reporter(&self) -> Result<Reporter, String> {
-        let (url, token) = match (&self.url, &self.token, self.dry_run) {
+        let token = match &self.token_file {
+            Some(path) => Some(read_token(path)?),
+            None => self.token.clone(),
+        };
+        let (url, token) = match (&self.url, &token, self.dry_run) {
             (Some(u), Some(t), _) => (u.clone(), t.clone()),
             (u, t, true) => (u.clone().unwrap_or_default(), t.clone().unwrap_or_default()),
             (None, _, false) => return Err("--url (or PROXY_METRICS_URL) is required".into()),
-            (_, None, false) => return Err("--token (or PROXY_METRICS_TOKEN) is required".into()),
+            (_, None, false) => {
+                return Err(
+                    "--token or --token-file (PROXY_METRICS_TOKEN, PROXY_METRICS_TOKEN_FILE) is required"
+                        .into(),
+                );
+            }
         };
         let mut builder = Reporter::builder(url, token, self.proxy_id.clone());
         if let Some(file) = self.state_file() {
@@ -264,22 +317,31 @@ impl Args {
     }
 }
 
-fn log_progress(lines: &Lines, reporter: &Reporter, last: &mut (u64, u64, u64)) {
-    let now = lines.get();
-    if now == *last {
+/// One line of progress, when anything moved: every drop cause by name.
+fn log_progress(lines: &Lines, reporter: &Reporter, last: &mut Option<((u64, u64, u64), Stats)>) {
+    let now = (lines.get(), reporter.stats());
+    if last.as_ref() == Some(&now) {
         return;
     }
-    *last = now;
-    let s = reporter.stats();
+    let ((read, parsed, malformed), s) = now;
+    *last = Some(now);
     info!(
-        lines_read = now.0,
-        lines_parsed = now.1,
-        lines_malformed = now.2,
+        lines_read = read,
+        lines_parsed = parsed,
+        lines_malformed = malformed,
         sent = s.sent,
         pending = s.pending,
+        buffered = s.buffered,
+        dropped = s.dropped(),
         dropped_buffer_full = s.dropped_buffer_full,
         dropped_rejected = s.dropped_rejected,
+        dropped_conflict = s.dropped_conflict,
+        dropped_stale = s.dropped_stale,
+        dropped_gave_up = s.dropped_gave_up,
+        dropped_shutdown = s.dropped_shutdown,
+        unauthorized = s.unauthorized,
         retries = s.retries,
+        duplicates = s.duplicates,
         "progress"
     );
 }
@@ -328,12 +390,15 @@ async fn main() -> ExitCode {
 
     // Signal handlers before anything is read: from here on a SIGTERM
     // flushes instead of killing.
-    let (mut sigterm, mut sigint) = match (
+    // SIGHUP re-reads the token file and never kills (its default action
+    // would, without a flush).
+    let (mut sigterm, mut sigint, mut sighup) = match (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
     ) {
-        (Ok(t), Ok(i)) => (t, i),
-        (Err(e), _) | (_, Err(e)) => {
+        (Ok(t), Ok(i), Ok(h)) => (t, i, h),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
             error!(error = %e, "cannot install signal handlers");
             return ExitCode::FAILURE;
         }
@@ -395,11 +460,21 @@ async fn main() -> ExitCode {
 
     let mut progress = tokio::time::interval(PROGRESS_EVERY);
     progress.tick().await;
-    let mut last = (0, 0, 0);
+    let mut last = None;
+    let mut token_check = tokio::time::interval(TOKEN_CHECK_EVERY);
+    let mut stamp = args.token_file.as_deref().and_then(token_stamp);
     let stop = loop {
         tokio::select! {
             _ = sigterm.recv() => break Stop::Signal("SIGTERM"),
             _ = sigint.recv() => break Stop::Signal("SIGINT"),
+            _ = sighup.recv() => reload_token(&args, &reporter, "SIGHUP"),
+            _ = token_check.tick() => {
+                let now = args.token_file.as_deref().and_then(token_stamp);
+                if now != stamp {
+                    stamp = now;
+                    reload_token(&args, &reporter, "the token file changed");
+                }
+            }
             result = &mut done_rx => break Stop::InputEnded(result),
             _ = progress.tick() => log_progress(&lines, &reporter, &mut last),
         }
@@ -447,5 +522,12 @@ async fn main() -> ExitCode {
         stats = %serde_json::to_string(&stats).unwrap_or_default(),
         "proxy-metrics-agent stopped"
     );
+    if stats.dropped() > 0 {
+        error!(
+            dropped = stats.dropped(),
+            "observations were lost (see the drop causes above); exiting with status {EXIT_DROPPED}"
+        );
+        return ExitCode::from(EXIT_DROPPED);
+    }
     code
 }

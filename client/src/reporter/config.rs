@@ -125,6 +125,19 @@ impl Config {
     }
 }
 
+impl Stats {
+    /// Observations lost, all causes together (not `left_for_next_run`:
+    /// those are delivered by the next run).
+    pub fn dropped(&self) -> u64 {
+        self.dropped_buffer_full
+            + self.dropped_rejected
+            + self.dropped_conflict
+            + self.dropped_stale
+            + self.dropped_gave_up
+            + self.dropped_shutdown
+    }
+}
+
 /// Counters, in **observations** (calls to [`Reporter::record`]) unless
 /// said otherwise. Once the reporter has shut down,
 /// `recorded = sent + dropped_* + left_for_next_run` exactly; before, the
@@ -166,6 +179,8 @@ pub struct Stats {
     pub duplicates: u64,
     /// Attempts after a batch's first.
     pub retries: u64,
+    /// 401/403 answers (the batch was kept and retried).
+    pub unauthorized: u64,
     /// `SEQUENCE_GAP` answers (each re-based a batch).
     pub sequence_gaps: u64,
     /// Events in the buffer now, and the most it ever held.

@@ -80,8 +80,6 @@ impl Sender {
     /// Sends one batch until it is settled; returns how, and the sequence it
     /// was last sent with (a `SEQUENCE_GAP` answer re-bases it).
     pub(super) async fn send(&mut self, mut batch: Batch) -> (Settled, u64) {
-        let shared = self.shared.clone();
-        let config = &shared.config;
         let mut attempts: u32 = 0;
         let mut rebases: u32 = 0;
         loop {
@@ -103,6 +101,19 @@ impl Sender {
                         "batch accepted"
                     );
                     return (Settled::Accepted { duplicate }, batch.sequence);
+                }
+                Outcome::Unauthorized { status, reason } => {
+                    self.shared.lock().stats.unauthorized += 1;
+                    error!(
+                        sequence = batch.sequence,
+                        status,
+                        %reason,
+                        "the API refused the token; the batch is kept and retried (an expired token? \
+                         the agent re-reads --token-file on change and on SIGHUP)"
+                    );
+                    if let Some(end) = self.wait_to_retry(&batch, attempts, None, reason).await {
+                        return end;
+                    }
                 }
                 Outcome::SequenceGap { expected } if expected < batch.sequence => {
                     rebases += 1;
@@ -167,39 +178,58 @@ impl Sender {
                     retry_after,
                     reason,
                 } => {
-                    if config.max_attempts.is_some_and(|max| attempts >= max) {
-                        error!(
-                            sequence = batch.sequence,
-                            attempts,
-                            %reason,
-                            "batch still not accepted after max_attempts; dropped"
-                        );
-                        return (Settled::GaveUp, batch.sequence);
-                    }
-                    let wait = backoff(
-                        attempts,
-                        retry_after,
-                        config.base_backoff,
-                        config.max_backoff,
-                        &mut self.rng,
-                    );
-                    self.shared.lock().stats.retries += 1;
-                    warn!(
-                        sequence = batch.sequence,
-                        attempt = attempts,
-                        wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
-                        %reason,
-                        "batch not accepted; will retry the same batch"
-                    );
-                    tokio::select! {
-                        biased;
-                        () = tokio::time::sleep(wait) => {}
-                        () = until_deadline(&mut self.deadline) => {
-                            warn!(sequence = batch.sequence, "shutdown deadline reached while waiting to retry");
-                            return (Settled::Deadline, batch.sequence);
-                        }
+                    if let Some(end) = self
+                        .wait_to_retry(&batch, attempts, retry_after, reason)
+                        .await
+                    {
+                        return end;
                     }
                 }
+            }
+        }
+    }
+
+    /// Waits before the next attempt of `batch`; `Some` when it ends here
+    /// instead (out of attempts, or the shutdown deadline).
+    async fn wait_to_retry(
+        &mut self,
+        batch: &Batch,
+        attempts: u32,
+        retry_after: Option<std::time::Duration>,
+        reason: String,
+    ) -> Option<(Settled, u64)> {
+        let shared = self.shared.clone();
+        let config = &shared.config;
+        if config.max_attempts.is_some_and(|max| attempts >= max) {
+            error!(
+                sequence = batch.sequence,
+                attempts,
+                %reason,
+                "batch still not accepted after max_attempts; dropped"
+            );
+            return Some((Settled::GaveUp, batch.sequence));
+        }
+        let wait = backoff(
+            attempts,
+            retry_after,
+            config.base_backoff,
+            config.max_backoff,
+            &mut self.rng,
+        );
+        self.shared.lock().stats.retries += 1;
+        warn!(
+            sequence = batch.sequence,
+            attempt = attempts,
+            wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+            %reason,
+            "batch not accepted; will retry the same batch"
+        );
+        tokio::select! {
+            biased;
+            () = tokio::time::sleep(wait) => None,
+            () = until_deadline(&mut self.deadline) => {
+                warn!(sequence = batch.sequence, "shutdown deadline reached while waiting to retry");
+                Some((Settled::Deadline, batch.sequence))
             }
         }
     }
