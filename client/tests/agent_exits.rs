@@ -87,3 +87,33 @@ fn lost_observations_make_a_non_zero_exit() {
     assert!(stderr.contains("observations were lost"), "{stderr}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn every_setting_can_come_from_the_environment() {
+    let dir = temp_dir("env");
+    let log = dir.join("access.log");
+    let (text, totals) = nginx_log(
+        40,
+        now() - chrono::Duration::seconds(2),
+        chrono::Duration::seconds(15),
+        1,
+    );
+    write(&log, &text);
+    let agent = Agent::spawn(
+        &[],
+        &[
+            ("PROXY_ID", "edge-env"),
+            ("PROXY_METRICS_LOG", log.to_str().unwrap()),
+            ("PROXY_METRICS_DRY_RUN", "true"),
+            ("PROXY_METRICS_ONCE", "true"),
+            ("PROXY_METRICS_FROM_START", "true"),
+            ("PROXY_METRICS_FORMAT", "nginx"),
+            ("PROXY_METRICS_FLUSH_INTERVAL", "1"),
+            ("PROXY_METRICS_POLL_MS", "20"),
+        ],
+    );
+    let (status, stdout, stderr) = agent.wait(Duration::from_secs(30));
+    assert!(status.success(), "{status:?}\n{stderr}");
+    assert_eq!(totals_of_batches(&stdout), totals, "{stderr}");
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -112,29 +112,34 @@ struct Args {
     no_state: bool,
 
     /// Stop at the end of the file (flush and exit) instead of following it.
-    #[arg(long, visible_alias = "no-follow")]
+    #[arg(long, visible_alias = "no-follow", env = "PROXY_METRICS_ONCE")]
     once: bool,
 
     /// Print each batch (its JSON body, one line) to stdout instead of sending it.
-    #[arg(long)]
+    #[arg(long, env = "PROXY_METRICS_DRY_RUN")]
     dry_run: bool,
 
     /// Seconds between batches (a full batch of 500 events goes at once).
-    #[arg(long, value_name = "SECONDS", default_value = "60", value_parser = seconds)]
+    #[arg(long, value_name = "SECONDS", env = "PROXY_METRICS_FLUSH_INTERVAL", default_value = "60", value_parser = seconds)]
     flush_interval: Duration,
 
     /// Closed 10-second intervals kept while the API is unreachable; the
     /// oldest is dropped (and counted) when full.
-    #[arg(long, value_name = "EVENTS", default_value_t = 1000)]
+    #[arg(
+        long,
+        value_name = "EVENTS",
+        env = "PROXY_METRICS_BUFFER_CAPACITY",
+        default_value_t = 1000
+    )]
     buffer_capacity: usize,
 
     /// Seconds allowed for the final flush on SIGTERM/SIGINT or end of input.
-    #[arg(long, value_name = "SECONDS", default_value = "10", value_parser = seconds)]
+    #[arg(long, value_name = "SECONDS", env = "PROXY_METRICS_SHUTDOWN_TIMEOUT", default_value = "10", value_parser = seconds)]
     shutdown_timeout: Duration,
 
     /// Send a healthy, empty event after this many idle seconds (off by
     /// default: an idle log does not prove the proxy is up).
-    #[arg(long, value_name = "SECONDS", value_parser = seconds)]
+    #[arg(long, value_name = "SECONDS", env = "PROXY_METRICS_HEARTBEAT", value_parser = seconds)]
     heartbeat: Option<Duration>,
 
     /// Seconds a renamed log is still read after its path names a new file
@@ -144,33 +149,63 @@ struct Args {
     rotate_wait: Duration,
 
     /// Milliseconds between checks of the log for new lines and rotation.
-    #[arg(long, value_name = "MS", default_value_t = 250)]
+    #[arg(
+        long,
+        value_name = "MS",
+        env = "PROXY_METRICS_POLL_MS",
+        default_value_t = 250
+    )]
     poll_ms: u64,
 
     /// --format json: field holding the time (RFC 3339, nginx time, or epoch
     /// s/ms/µs/ns); '' for none (receipt time). A dotted name reaches into
     /// nested objects.
-    #[arg(long, value_name = "FIELD", default_value = "time")]
+    #[arg(
+        long,
+        value_name = "FIELD",
+        env = "PROXY_METRICS_JSON_TIME_FIELD",
+        default_value = "time"
+    )]
     json_time_field: String,
 
     /// --format json: field holding the HTTP status.
-    #[arg(long, value_name = "FIELD", default_value = "status")]
+    #[arg(
+        long,
+        value_name = "FIELD",
+        env = "PROXY_METRICS_JSON_STATUS_FIELD",
+        default_value = "status"
+    )]
     json_status_field: String,
 
     /// --format json: field holding the request's duration; '' for none.
-    #[arg(long, value_name = "FIELD", default_value = "request_time")]
+    #[arg(
+        long,
+        value_name = "FIELD",
+        env = "PROXY_METRICS_JSON_DURATION_FIELD",
+        default_value = "request_time"
+    )]
     json_duration_field: String,
 
     /// --format json: unit of the duration field.
-    #[arg(long, value_enum, default_value_t = UnitArg::S)]
+    #[arg(long, value_enum, env = "PROXY_METRICS_JSON_DURATION_UNIT", default_value_t = UnitArg::S)]
     json_duration_unit: UnitArg,
 
     /// --format json: field holding the bytes sent to the client; '' for none.
-    #[arg(long, value_name = "FIELD", default_value = "body_bytes_sent")]
+    #[arg(
+        long,
+        value_name = "FIELD",
+        env = "PROXY_METRICS_JSON_BYTES_SENT_FIELD",
+        default_value = "body_bytes_sent"
+    )]
     json_bytes_sent_field: String,
 
     /// --format json: field holding the bytes received from the client; '' for none.
-    #[arg(long, value_name = "FIELD", default_value = "request_length")]
+    #[arg(
+        long,
+        value_name = "FIELD",
+        env = "PROXY_METRICS_JSON_BYTES_RECEIVED_FIELD",
+        default_value = "request_length"
+    )]
     json_bytes_received_field: String,
 }
 
