@@ -117,3 +117,75 @@ fn every_setting_can_come_from_the_environment() {
     assert_eq!(totals_of_batches(&stdout), totals, "{stderr}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+fn get(addr: &str, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    Some(text)
+}
+
+#[test]
+fn listen_serves_its_own_metrics_and_health() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let addr = format!("127.0.0.1:{port}");
+    let dir = temp_dir("listen");
+    let log = dir.join("access.log");
+    let (text, _) = nginx_log(
+        25,
+        now() - chrono::Duration::seconds(2),
+        chrono::Duration::seconds(5),
+        1,
+    );
+    write(&log, &format!("{text}not a log line\n"));
+    let agent = Agent::spawn(
+        &[
+            "--dry-run",
+            "--from-start",
+            "--listen",
+            &addr,
+            "--poll-ms",
+            "20",
+            log.to_str().unwrap(),
+        ],
+        &[("PROXY_ID", "edge-listen")],
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let metrics = loop {
+        if let Some(m) = get(&addr, "/metrics").filter(|m| m.contains("lines_read_total 26")) {
+            break m;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no /metrics with 26 lines read"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+    assert!(
+        metrics.contains("proxy_metrics_agent_lines_parsed_total 25\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("proxy_metrics_agent_lines_malformed_total 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .contains("proxy_metrics_agent_observations_dropped_total{cause=\"buffer_full\"} 0\n")
+    );
+    let health = get(&addr, "/healthz").unwrap();
+    assert!(
+        health.starts_with("HTTP/1.1 200") && health.ends_with("ok\n"),
+        "{health}"
+    );
+    agent.sigterm();
+    let (status, _, stderr) = agent.wait(Duration::from_secs(30));
+    assert!(status.success(), "{status:?}\n{stderr}");
+    let _ = std::fs::remove_dir_all(dir);
+}

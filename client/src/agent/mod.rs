@@ -6,4 +6,5 @@ pub mod feed;
 pub mod nginx_format;
 pub mod parse;
 pub mod position;
+pub mod serve;
 pub mod tail;

@@ -18,6 +18,7 @@ use proxy_metrics_client::agent::feed::{Feed, Lines};
 use proxy_metrics_client::agent::nginx_format::{LatencyFrom, NginxFormat};
 use proxy_metrics_client::agent::parse::{DurationUnit, Format, JsonMapping};
 use proxy_metrics_client::agent::position::{self, Position};
+use proxy_metrics_client::agent::serve;
 use proxy_metrics_client::agent::tail::{self, Control, Source, TailOptions};
 use proxy_metrics_client::{Config, Reporter, Stats};
 use tokio::signal::unix::{SignalKind, signal};
@@ -147,6 +148,11 @@ struct Args {
     /// Fluent Bit's Rotate_Wait).
     #[arg(long, value_name = "SECONDS", env = "PROXY_METRICS_ROTATE_WAIT", default_value = "10", value_parser = seconds)]
     rotate_wait: Duration,
+
+    /// Serve /metrics (Prometheus text) and /healthz on this address, e.g.
+    /// 127.0.0.1:9464 (off by default).
+    #[arg(long, value_name = "ADDR", env = "PROXY_METRICS_LISTEN")]
+    listen: Option<std::net::SocketAddr>,
 
     /// Milliseconds between checks of the log for new lines and rotation.
     #[arg(
@@ -493,6 +499,18 @@ async fn main() -> ExitCode {
         "proxy-metrics-agent started"
     );
 
+    if let Some(addr) = args.listen {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(listener) => {
+                info!(%addr, "serving /metrics and /healthz");
+                tokio::spawn(serve::serve(listener, reporter.clone(), lines.clone()));
+            }
+            Err(e) => {
+                error!(%addr, error = %e, "--listen: cannot bind");
+                return ExitCode::from(2);
+            }
+        }
+    }
     let mut progress = tokio::time::interval(PROGRESS_EVERY);
     progress.tick().await;
     let mut last = None;

@@ -186,6 +186,8 @@ pub struct Stats {
     /// Events in the buffer now, and the most it ever held.
     pub buffered: u64,
     pub buffered_peak: u64,
+    /// When a batch was last acknowledged (Unix ms; 0: never).
+    pub last_acknowledged_ms: i64,
 }
 
 pub(super) fn validate_proxy_id(id: &str) -> Result<(), Error> {

@@ -65,6 +65,7 @@ impl Sender {
                 st.stats.sent += observations;
                 st.stats.events_sent += events;
                 st.stats.batches_sent += 1;
+                st.stats.last_acknowledged_ms = self.shared.clock.now().timestamp_millis();
                 if *duplicate {
                     st.stats.duplicates += 1;
                 }
