@@ -16,6 +16,7 @@ use tokio::net::TcpListener;
 use tracing::debug;
 
 use crate::agent::feed::Lines;
+use crate::clock::{Clock, SystemClock};
 use crate::{Reporter, Stats};
 
 /// `/healthz` fails when observations wait and nothing was acknowledged
@@ -132,7 +133,7 @@ pub fn healthy(s: &Stats, now_ms: i64, started_ms: i64) -> bool {
 
 /// Answers `/metrics` and `/healthz` until the process ends.
 pub async fn serve(listener: TcpListener, reporter: Reporter, lines: Arc<Lines>) {
-    let started_ms = chrono::Utc::now().timestamp_millis();
+    let started_ms = SystemClock.now().timestamp_millis();
     loop {
         let Ok((mut stream, _)) = listener.accept().await else {
             continue;
@@ -150,9 +151,7 @@ pub async fn serve(listener: TcpListener, reporter: Reporter, lines: Arc<Lines>)
             let stats = reporter.stats();
             let (status, body) = match path {
                 "/metrics" => ("200 OK", render_metrics(lines.get(), &stats)),
-                "/healthz"
-                    if healthy(&stats, chrono::Utc::now().timestamp_millis(), started_ms) =>
-                {
+                "/healthz" if healthy(&stats, SystemClock.now().timestamp_millis(), started_ms) => {
                     ("200 OK", "ok\n".to_owned())
                 }
                 "/healthz" => (

@@ -132,7 +132,12 @@ pub(super) fn follow_file(
             match File::open(path) {
                 Ok(new) => {
                     // The old file is done: its partial last line is all
-                    // it will ever hold.
+                    // it will ever hold — unless the file was truncated
+                    // under it, which took the piece away.
+                    let len = reading.file.metadata()?.len();
+                    if reading.truncated(len, reading.base + splitter.fed())? {
+                        splitter.reset();
+                    }
                     let r = &reading;
                     splitter.finish(&mut |line, after| sink.line(line, Some(&r.position(after))));
                     reading = Reading::at(new, 0)?;

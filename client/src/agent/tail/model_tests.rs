@@ -181,8 +181,13 @@ fn experiment(ops: &[Op]) {
                     .unwrap();
                 // A piece never completed is gone with the truncation.
                 piece.clear();
+                // Noticed: it reads the file again from its start, with
+                // the (empty) file's fingerprint.
                 until("the tailer notices the truncation", || {
-                    seen.lock().unwrap().idle_at.is_some_and(|p| p.offset == 0)
+                    seen.lock()
+                        .unwrap()
+                        .idle_at
+                        .is_some_and(|p| p.offset == 0 && p.fingerprint.len == 0)
                 });
             }
             Op::Restart => {
