@@ -1,7 +1,9 @@
-//! The agent with an expired token (issue 24): the API answers 401, the
-//! batches stay buffered and are retried; the token file is renewed and the
-//! agent picks it up without a restart — the day's counts equal the log's,
-//! and it exits 0 (nothing was lost). `scripts/test` runs it.
+//! The agent and its token (issue 24): a token that expires while the agent
+//! runs gets 401s, the batches stay buffered and are retried; the token file
+//! is renewed and the agent picks it up without a restart — the day's counts
+//! equal the log's, and it exits 0 (nothing was lost). A token refused at
+//! start-up ends the start at once with a clear message and status 2.
+//! `scripts/test` runs it.
 
 mod agent_support;
 mod common;
@@ -17,7 +19,7 @@ fn expired_token(sub: &str) -> String {
     let now = real_now().timestamp();
     jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &json!({"sub": sub, "exp": now - 60, "tier": "pro"}),
+        &json!({"sub": sub, "exp": now - 3600, "tier": "pro"}),
         &jsonwebtoken::EncodingKey::from_secret(b"local-dev-secret-change-me"),
     )
     .unwrap()
@@ -30,17 +32,8 @@ async fn an_expired_token_keeps_the_data_until_the_token_file_is_renewed() {
     let dir = temp_dir("agent-token");
     let log = dir.join("access.log");
     let token_file = dir.join("token");
-    std::fs::write(&token_file, expired_token("agent-owner") + "\n").unwrap();
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
     let mut totals = Totals::default();
-    append(
-        &log,
-        &nginx_lines(
-            0,
-            50,
-            real_now() - chrono::Duration::seconds(1),
-            &mut totals,
-        ),
-    );
     let state = dir.join("state").to_string_lossy().into_owned();
     let (log_arg, token_arg) = (
         log.to_string_lossy().into_owned(),
@@ -66,6 +59,31 @@ async fn an_expired_token_keeps_the_data_until_the_token_file_is_renewed() {
             .spawn()
             .expect("target/debug/proxy-metrics-agent");
     let agent_log = || std::fs::read_to_string(dir.join("agent.log")).unwrap_or_default();
+    assert!(
+        eventually(Duration::from_secs(30), || agent_log()
+            .contains("URL and token accepted"))
+        .await,
+        "the start-up check passed\n{}",
+        agent_log()
+    );
+    // the token expires (the file now holds an expired one), then lines come
+    std::fs::write(&token_file, expired_token("agent-owner") + "\n").unwrap();
+    assert!(
+        eventually(Duration::from_secs(30), || agent_log()
+            .contains("token re-read"))
+        .await,
+        "{}",
+        agent_log()
+    );
+    append(
+        &log,
+        &nginx_lines(
+            0,
+            50,
+            real_now() - chrono::Duration::seconds(1),
+            &mut totals,
+        ),
+    );
     assert!(
         eventually(Duration::from_secs(30), || agent_log()
             .contains("the API refused the token"))
@@ -94,6 +112,34 @@ async fn an_expired_token_keeps_the_data_until_the_token_file_is_renewed() {
         totals,
         "{}",
         agent_log()
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "starts a local stack and the agent; scripts/test runs it"]
+async fn a_token_refused_at_start_up_fails_fast_with_a_clear_message() {
+    let (stack, _) = stack_with_proxy("edge-token-start").await;
+    let dir = temp_dir("agent-token-start");
+    let log = dir.join("access.log");
+    append(&log, "");
+    let (state, log_arg) = (
+        dir.join("state").to_string_lossy().into_owned(),
+        log.to_string_lossy().into_owned(),
+    );
+    let mut child = agent(
+        &stack,
+        &expired_token("agent-owner"),
+        "edge-token-start",
+        &dir,
+        &["--state-dir", &state, &log_arg],
+    );
+    let status = wait_exit(&mut child, Duration::from_secs(20)).await;
+    let agent_log = std::fs::read_to_string(dir.join("agent.log")).unwrap_or_default();
+    assert_eq!(status.code(), Some(2), "{agent_log}");
+    assert!(
+        agent_log.contains("the API refused the token"),
+        "{agent_log}"
     );
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -2,6 +2,7 @@
 //! their own: log parsing, log following, where it stands in a log, and
 //! where the lines go.
 
+pub mod check;
 pub mod feed;
 pub mod nginx_format;
 pub mod parse;

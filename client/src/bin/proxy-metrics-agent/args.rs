@@ -289,6 +289,14 @@ impl Args {
         )
     }
 
+    /// The token as configured now (the file's content when there is one).
+    pub fn current_token(&self) -> Option<String> {
+        match &self.token_file {
+            Some(path) => read_token(path).ok(),
+            None => self.token.clone(),
+        }
+    }
+
     pub fn reporter(&self) -> Result<Reporter, String> {
         let token = match &self.token_file {
             Some(path) => Some(read_token(path)?),

@@ -17,6 +17,7 @@ use clap::Parser;
 
 mod args;
 use args::{Args, read_token, token_stamp};
+use proxy_metrics_client::agent::check::check_api;
 use proxy_metrics_client::agent::feed::{Feed, Lines};
 use proxy_metrics_client::agent::position::Position;
 use proxy_metrics_client::agent::serve;
@@ -114,6 +115,12 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let (false, Some(url), Some(token)) = (args.dry_run, &args.url, args.current_token())
+        && let Err(e) = check_api(url, &token, &args.proxy_id).await
+    {
+        error!("{e}");
+        return ExitCode::from(2);
+    }
 
     // Signal handlers before anything is read: from here on a SIGTERM
     // flushes instead of killing.
