@@ -152,11 +152,16 @@ pub(crate) struct Sequencer {
 }
 
 impl Sequencer {
-    pub fn new(producer_id: String) -> Self {
-        Self {
-            producer_id,
-            next: 0,
-        }
+    pub fn starting_at(producer_id: String, next: u64) -> Self {
+        Self { producer_id, next }
+    }
+
+    pub fn next(&self) -> u64 {
+        self.next
+    }
+
+    pub fn producer_id(&self) -> &str {
+        &self.producer_id
     }
 
     pub fn assign(&self, body: BatchBody) -> Batch {
@@ -262,7 +267,7 @@ mod tests {
 
     #[test]
     fn sequences_count_up_per_batch_and_follow_a_rebase() {
-        let mut s = Sequencer::new("p".into());
+        let mut s = Sequencer::starting_at("p".into(), 0);
         let body = || BatchBody {
             body: b"{}".to_vec(),
             events: 1,

@@ -1,4 +1,4 @@
-//! Proxy-side client of the proxy-metrics API (contract v2).
+//! Proxy-side client of the proxy-metrics API (contract v3).
 //!
 //! A proxy calls [`Reporter::record`] once per request; the reporter folds
 //! requests into one event per 10-second interval ([`aggregate`] documents
@@ -17,7 +17,14 @@
 //!   it has already recorded with 200 and every event `"duplicate"`: an
 //!   earlier attempt landed, so the batch counts as sent and nothing is
 //!   counted twice.
-//! - Any other 4xx (and a 409 that is not `SEQUENCE_GAP`): logged, dropped
+//!   A `Retry-After` is obeyed past that cap (up to 10 minutes,
+//!   `retry::MAX_RETRY_AFTER`), with jitter on top.
+//! - 401/403: the token is refused; the batch is kept and retried like a
+//!   5xx (counted in `unauthorized`), with the token current at each attempt
+//!   ([`Reporter::set_token`]).
+//! - 409 `SEQUENCE_CONFLICT` (this sequence was accepted with another
+//!   body): logged, dropped as `dropped_conflict`, never retried.
+//! - Any other 4xx (and a 409 that is neither): logged, dropped
 //!   (`dropped_rejected`), and the next batch takes the next sequence.
 //! - Memory is bounded: a fixed number of open intervals, a fixed-capacity
 //!   buffer of closed ones (the oldest is dropped and counted when full), and
@@ -64,6 +71,7 @@ pub mod agent;
 pub mod aggregate;
 mod batch;
 pub mod clock;
+mod journal;
 mod observation;
 mod reporter;
 pub mod retry;
@@ -71,7 +79,7 @@ pub mod retry;
 pub use batch::Batch;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use observation::Observation;
-pub use reporter::{Config, MAX_BATCH_EVENTS, Reporter, ReporterBuilder, Stats};
+pub use reporter::{Backlog, Config, MAX_BATCH_EVENTS, Reporter, ReporterBuilder, Stats};
 
 /// Why a reporter could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +88,8 @@ pub enum Error {
     Config(String),
     #[error("a Reporter must be built inside a tokio runtime")]
     NoRuntime,
+    #[error("state file: {0}")]
+    State(String),
     #[error("could not build the HTTP client: {0}")]
     Http(String),
 }

@@ -34,7 +34,18 @@ pub enum Outcome {
     /// 409 `SEQUENCE_GAP`: the server has recorded this producer's batches up
     /// to `expected - 1` only.
     SequenceGap { expected: u64 },
-    /// Refused for good (a 4xx other than 408/409-gap/429, or a redirect):
+    /// 409 `SEQUENCE_CONFLICT`: the server accepted this sequence with
+    /// another body. Our numbering disagrees with what the server holds (a
+    /// state file copied between agents, or restored from an old backup):
+    /// resending cannot help and guessing another number could count twice,
+    /// so the batch is dropped and counted on its own.
+    SequenceConflict { reason: String },
+    /// 401 or 403: the token expired, was revoked, or is for another proxy.
+    /// The batch is kept and retried (after a backoff, with whatever token
+    /// is current then: the agent re-reads its token file), never dropped
+    /// for it: a token is fixed far more often than a batch is wrong.
+    Unauthorized { status: u16, reason: String },
+    /// Refused for good (a 4xx other than 401/403/408/409-gap/429, or a redirect):
     /// dropping the batch is the only way forward.
     Rejected { status: u16, reason: String },
 }
@@ -46,8 +57,9 @@ pub enum Outcome {
 /// - no answer, 5xx (503 included), 429 and 408 → retry. 408 is not in the
 ///   contract, but a gateway may send it and it says nothing about the
 ///   batch; the sequence makes the retry safe.
-/// - 409 with `{"error": "SEQUENCE_GAP", "expectedSequence": N}` → gap; any
-///   other 409 → rejected.
+/// - 409 with `{"error": "SEQUENCE_GAP", "expectedSequence": N}` → gap;
+///   409 `SEQUENCE_CONFLICT` → conflict; any other 409 → rejected.
+/// - 401 and 403 → unauthorized: kept and retried (see [`Outcome`]).
 /// - every other status (4xx, and 3xx: redirects are not followed, a POST
 ///   must not silently become a GET elsewhere) → rejected.
 pub fn classify(reply: &Reply) -> Outcome {
@@ -71,8 +83,17 @@ pub fn classify(reply: &Reply) -> Outcome {
             retry_after,
             reason: format!("HTTP {status}{}", describe(body)),
         },
+        401 | 403 => Outcome::Unauthorized {
+            status,
+            reason: format!("HTTP {status}{}", describe(body)),
+        },
         409 => match sequence_gap(body) {
             Some(expected) => Outcome::SequenceGap { expected },
+            None if error_kind(body).as_deref() == Some("SEQUENCE_CONFLICT") => {
+                Outcome::SequenceConflict {
+                    reason: format!("HTTP 409{}", describe(body)),
+                }
+            }
             None => Outcome::Rejected {
                 status,
                 reason: format!("HTTP 409{}", describe(body)),
@@ -83,6 +104,11 @@ pub fn classify(reply: &Reply) -> Outcome {
             reason: format!("HTTP {status}{}", describe(body)),
         },
     }
+}
+
+fn error_kind(body: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    Some(v.get("error")?.as_str()?.to_owned())
 }
 
 fn sequence_gap(body: &[u8]) -> Option<u64> {
@@ -114,14 +140,20 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
     value.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
+/// The longest `Retry-After` obeyed as given (10 minutes): a server asking
+/// for more is waited on this long, then asked again.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
+
 /// How long to wait before retry number `retry` (1 for the first retry).
 ///
 /// Full jitter (a uniform draw in `[0, min(cap, base · 2^(retry-1))]`, as in
 /// AWS's "Exponential Backoff And Jitter"), so that a fleet of proxies
-/// coming back after an outage does not retry in lockstep; but never less
-/// than the server's `Retry-After`. Every wait is capped at `cap`, even one
-/// the server asked for: a misconfigured `Retry-After` must not park the
-/// reporter for hours (it would only retry and be told to wait again).
+/// coming back after an outage does not retry in lockstep.
+///
+/// A server's `Retry-After` is a floor, not capped by `cap` (the server
+/// knows how long it needs) but by [`MAX_RETRY_AFTER`], and jittered
+/// upwards too (by up to a quarter of it, at least half a second): a fleet
+/// told "5" all at once must not come back in the same millisecond.
 pub fn backoff(
     retry: u32,
     retry_after: Option<Duration>,
@@ -132,7 +164,14 @@ pub fn backoff(
     let exponent = retry.saturating_sub(1).min(30);
     let ceiling = base.saturating_mul(1u32 << exponent).min(cap);
     let jittered = ceiling.mul_f64(rng.random::<f64>());
-    jittered.max(retry_after.unwrap_or(Duration::ZERO)).min(cap)
+    match retry_after {
+        None => jittered,
+        Some(asked) => {
+            let asked = asked.min(MAX_RETRY_AFTER);
+            let spread = (asked / 4).max(Duration::from_millis(500));
+            (asked + spread.mul_f64(rng.random::<f64>())).max(jittered)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -224,8 +263,25 @@ mod tests {
     }
 
     #[test]
+    fn a_sequence_conflict_is_its_own_outcome_not_a_rejection_or_a_retry() {
+        let body = r#"{"error":"SEQUENCE_CONFLICT","message":"sequence 4 was accepted with another body","code":"PROXY_METRICS_4099"}"#;
+        match classify(&http(409, body)) {
+            Outcome::SequenceConflict { reason } => {
+                assert!(reason.contains("SEQUENCE_CONFLICT"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn client_errors_and_redirects_are_rejected() {
-        for s in [301, 400, 401, 403, 404, 413, 422] {
+        for s in [401, 403] {
+            assert!(
+                matches!(classify(&http(s, "{}")), Outcome::Unauthorized { status, .. } if status == s),
+                "{s}: kept and retried, not dropped"
+            );
+        }
+        for s in [301, 400, 404, 413, 422] {
             assert!(
                 matches!(classify(&http(s, "{}")), Outcome::Rejected { status, .. } if status == s),
                 "{s}"
@@ -269,17 +325,34 @@ mod tests {
     }
 
     #[test]
-    fn backoff_honours_retry_after_up_to_the_cap() {
+    fn backoff_honours_retry_after_with_jitter_and_past_the_cap() {
         let mut rng = SmallRng::seed_from_u64(1);
         let base = Duration::from_millis(500);
         let cap = Duration::from_secs(30);
+        let mut waits = std::collections::BTreeSet::new();
         for _ in 0..100 {
             let d = backoff(1, Some(Duration::from_secs(5)), base, cap, &mut rng);
-            assert_eq!(d, Duration::from_secs(5), "5 s dominates a ≤ 0.5 s jitter");
-            let d = backoff(10, Some(Duration::from_secs(5)), base, cap, &mut rng);
-            assert!(d >= Duration::from_secs(5) && d <= cap);
-            let d = backoff(1, Some(Duration::from_secs(3600)), base, cap, &mut rng);
-            assert_eq!(d, cap);
+            assert!(
+                d >= Duration::from_secs(5) && d <= Duration::from_millis(6250),
+                "{d:?}"
+            );
+            waits.insert(d);
+            // the server's 120 s is obeyed although the backoff cap is 30 s
+            let d = backoff(10, Some(Duration::from_secs(120)), base, cap, &mut rng);
+            assert!(
+                d >= Duration::from_secs(120) && d <= Duration::from_secs(150),
+                "{d:?}"
+            );
+            // … up to the documented maximum
+            let d = backoff(1, Some(Duration::from_secs(36_000)), base, cap, &mut rng);
+            assert!(
+                d >= MAX_RETRY_AFTER && d <= MAX_RETRY_AFTER * 5 / 4,
+                "{d:?}"
+            );
         }
+        assert!(
+            waits.len() > 90,
+            "a fleet told 5 s does not come back in lockstep"
+        );
     }
 }

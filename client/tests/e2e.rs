@@ -66,6 +66,7 @@ async fn the_agent_reports_an_nginx_log_exactly() {
     let log = dir.join("access.log");
     write(&log, &text);
 
+    let state = dir.join("state");
     let agent = Agent::spawn(
         &[
             "--format",
@@ -73,6 +74,8 @@ async fn the_agent_reports_an_nginx_log_exactly() {
             "--from-start",
             "--flush-interval",
             "1",
+            "--state-dir",
+            state.to_str().unwrap(),
             log.to_str().unwrap(),
         ],
         &[

@@ -164,9 +164,9 @@ async fn batches_go_out_with_the_contract_headers_and_retries_honour_retry_after
 async fn a_rejection_then_a_gap_over_http() {
     let (url, seen) = serve(vec![
         (
-            401,
+            400,
             "",
-            r#"{"error":"UNAUTHORIZED","message":"expired","code":"PROXY_METRICS_401"}"#,
+            r#"{"error":"INVALID_REQUEST","message":"events[0]: bad","code":"PROXY_METRICS_400"}"#,
         ),
         (
             409,
@@ -187,5 +187,33 @@ async fn a_rejection_then_a_gap_over_http() {
     assert_eq!(
         (stats.dropped_rejected, stats.sent, stats.sequence_gaps),
         (1, 1, 1)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_token_keeps_the_batch_and_retries_it_with_the_new_token() {
+    let unauthorized = r#"{"error":"UNAUTHORIZED","message":"expired","code":"PROXY_METRICS_401"}"#;
+    let (url, seen) = serve(vec![(401, "", unauthorized), (403, "", "{}")]);
+    let r = reporter(&url);
+    record_two_intervals(&r);
+    // the operator renews the token while the batch waits
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    r.set_token("new.token").unwrap();
+    let stats = r.shutdown().await;
+    let seen = seen.lock().unwrap().clone();
+    let seqs: Vec<&str> = seen
+        .iter()
+        .map(|q| q.header("producer-sequence").unwrap())
+        .collect();
+    assert_eq!(
+        seqs,
+        ["0", "0", "0", "1"],
+        "the refused batch was resent, not dropped"
+    );
+    assert_eq!(seen[0].body, seen[2].body);
+    assert_eq!(seen[3].header("authorization"), Some("Bearer new.token"));
+    assert_eq!(
+        (stats.sent, stats.dropped_rejected, stats.unauthorized),
+        (2, 0, 2)
     );
 }

@@ -131,7 +131,9 @@ async fn the_agent_ends_exact_under_storage_faults_and_sigterm() {
             "1",
             "--shutdown-timeout",
             "60",
+            "--state-dir",
         ])
+        .arg(dir.join("state"))
         .arg(&log)
         .env("PROXY_METRICS_URL", &stack.url)
         .env("PROXY_METRICS_TOKEN", &token)

@@ -1,0 +1,189 @@
+//! The tailer's example tests (the model test is in `model_tests`).
+use super::split::Splitter;
+use super::*;
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::mpsc;
+
+fn lines_of(chunks: &[&[u8]], max: usize) -> Vec<Option<String>> {
+    let mut s = Splitter::new(max);
+    let mut got = Vec::new();
+    let mut out = |l: Line<'_>, _: u64| {
+        got.push(match l {
+            Line::Text(t) => Some(String::from_utf8_lossy(t).into_owned()),
+            Line::TooLong => None,
+        })
+    };
+    for c in chunks {
+        s.feed(c, &mut out);
+    }
+    s.finish(&mut out);
+    got
+}
+
+#[test]
+fn lines_split_across_reads_and_crlf() {
+    assert_eq!(
+        lines_of(&[b"ab", b"c\r\nde\n", b"\nf"], 100),
+        [
+            Some("abc".into()),
+            Some("de".into()),
+            Some(String::new()),
+            Some("f".into())
+        ]
+    );
+}
+
+#[test]
+fn an_overlong_line_is_skipped_to_its_newline_with_bounded_memory() {
+    let long = vec![b'x'; 50];
+    assert_eq!(
+        lines_of(&[b"ok\n", &long, &long, b"tail\nnext\n"], 64),
+        [Some("ok".into()), None, Some("next".into())]
+    );
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "pm-tail-{name}-{}-{}",
+        std::process::id(),
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Runs a follower on `path` in a thread; returns its lines as they come.
+fn follow(
+    path: PathBuf,
+    from_start: bool,
+) -> (
+    Arc<Control>,
+    mpsc::Receiver<String>,
+    std::thread::JoinHandle<io::Result<()>>,
+) {
+    let control = Arc::new(Control::default());
+    let (tx, rx) = mpsc::channel();
+    let c = control.clone();
+    let handle = std::thread::spawn(move || {
+        let options = TailOptions {
+            from_start,
+            poll: Duration::from_millis(20),
+            rotate_wait: Duration::from_millis(300),
+            ..TailOptions::default()
+        };
+        run(&Source::File(path), &options, &c, &mut |l: Line<'_>| {
+            if let Line::Text(t) = l {
+                let _ = tx.send(String::from_utf8_lossy(t).into_owned());
+            }
+        })
+    });
+    (control, rx, handle)
+}
+
+fn next(rx: &mpsc::Receiver<String>) -> String {
+    rx.recv_timeout(Duration::from_secs(10)).expect("a line")
+}
+
+fn append(path: &std::path::Path, text: &str) {
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+        .unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+}
+
+#[test]
+fn follows_from_the_end_then_across_rename_and_copytruncate() {
+    let dir = temp_dir("rotate");
+    let log = dir.join("access.log");
+    append(&log, "old line\n");
+    let (control, rx, handle) = follow(log.clone(), false);
+    // Probe until the follower has opened the file and sought to its
+    // end (whenever a loaded machine gets round to it); "old line"
+    // must never show up.
+    for i in 0.. {
+        append(&log, &format!("probe {i}\n"));
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(50)) {
+            assert!(line.starts_with("probe"), "{line}");
+            break;
+        }
+    }
+    append(&log, "one\n");
+    let line = std::iter::repeat_with(|| next(&rx))
+        .find(|l| !l.starts_with("probe"))
+        .unwrap();
+    assert_eq!(line, "one");
+
+    // rename + create, with a line written to the old file after the rename
+    std::fs::rename(&log, dir.join("access.log.1")).unwrap();
+    append(&dir.join("access.log.1"), "late in old\n");
+    append(&log, "first in new\n");
+    assert_eq!(next(&rx), "late in old");
+    assert_eq!(next(&rx), "first in new");
+
+    // copytruncate; the new content is shorter than what was read, so
+    // the follower sees the file shrink whenever it looks
+    std::fs::write(&log, "").unwrap();
+    append(&log, "cut\n");
+    assert_eq!(next(&rx), "cut");
+
+    // drain: what is written is read, then the follower returns
+    append(&log, "last\n");
+    std::thread::sleep(Duration::from_millis(100));
+    control.drain();
+    handle.join().unwrap().unwrap();
+    assert_eq!(rx.try_iter().collect::<Vec<_>>(), ["last"]);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn once_reads_a_file_from_its_start_and_stops_at_its_end() {
+    let dir = temp_dir("once");
+    let log = dir.join("access.log");
+    append(&log, "a\nb\nno newline");
+    let control = Control::default();
+    let mut got = Vec::new();
+    run(
+        &Source::File(log),
+        &TailOptions {
+            from_start: true,
+            follow: false,
+            ..TailOptions::default()
+        },
+        &control,
+        &mut |l: Line<'_>| {
+            if let Line::Text(t) = l {
+                got.push(String::from_utf8_lossy(t).into_owned());
+            }
+        },
+    )
+    .unwrap();
+    // a partial last line waits for its newline
+    assert_eq!(got, ["a", "b"]);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_missing_file_is_an_error_once_and_awaited_when_following() {
+    let control = Control::default();
+    let once = TailOptions {
+        follow: false,
+        ..TailOptions::default()
+    };
+    let missing = Source::File("/nonexistent/pm/access.log".into());
+    assert!(run(&missing, &once, &control, &mut |_: Line<'_>| {}).is_err());
+
+    let dir = temp_dir("later");
+    let log = dir.join("access.log");
+    let (control, rx, handle) = follow(log.clone(), false);
+    std::thread::sleep(Duration::from_millis(100));
+    append(&log, "first\nsecond\n");
+    // created after the follower started: read from its start
+    assert_eq!(next(&rx), "first");
+    assert_eq!(next(&rx), "second");
+    control.drain();
+    handle.join().unwrap().unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -1,0 +1,334 @@
+//! The agent's command line: every flag, its environment variable, and
+//! what it turns into (a log format, a reporter).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use proxy_metrics_client::agent::nginx_format::{LatencyFrom, NginxFormat};
+use proxy_metrics_client::agent::parse::{DurationUnit, Format, JsonMapping};
+use proxy_metrics_client::agent::position;
+use proxy_metrics_client::{Config, Reporter};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "proxy-metrics-agent",
+    version,
+    about = "Follows a proxy's access log and reports requests, errors, latency and bytes to the proxy-metrics API",
+    after_help = "Examples:\n  proxy-metrics-agent --format nginx /var/log/nginx/access.log\n  envoy … | proxy-metrics-agent --format envoy -\n  proxy-metrics-agent --format json --json-time-field ts --json-duration-field duration \\\n      --json-duration-unit s --json-bytes-sent-field size --json-bytes-received-field bytes_read caddy.log"
+)]
+pub struct Args {
+    /// Access log to follow, or `-` for standard input (required: a unit
+    /// file without a path must fail, not read an empty stdin forever).
+    #[arg(value_name = "LOG", env = "PROXY_METRICS_LOG")]
+    pub log: String,
+
+    /// Log format: nginx (combined or main, + $request_time; see also
+    /// --nginx-log-format), envoy (default format as JSON or text, Istio's
+    /// default text), caddy (its JSON access log), json (fields named by
+    /// the --json-* options).
+    #[arg(long, value_enum, env = "PROXY_METRICS_FORMAT", default_value_t = FormatArg::Nginx)]
+    pub format: FormatArg,
+
+    /// nginx's log_format, as written in nginx.conf (`'$remote_addr - …'`),
+    /// or a preset: combined, main, ingress-nginx. Implies --format nginx.
+    #[arg(
+        long,
+        value_name = "LOG_FORMAT",
+        env = "PROXY_METRICS_NGINX_LOG_FORMAT"
+    )]
+    pub nginx_log_format: Option<String>,
+
+    /// With --nginx-log-format: the latency is $request_time (request, what
+    /// the client waited) or $upstream_response_time (upstream, summed over
+    /// the upstreams tried).
+    #[arg(long, value_enum, env = "PROXY_METRICS_LATENCY", default_value_t = LatencyArg::Request)]
+    pub latency: LatencyArg,
+
+    /// API base URL, e.g. `https://api.example.com`.
+    #[arg(long, env = "PROXY_METRICS_URL")]
+    pub url: Option<String>,
+
+    /// Bearer token (a proxy token: scope metrics:write, proxy_id = this proxy).
+    #[arg(long, env = "PROXY_METRICS_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
+    /// File holding the bearer token (instead of --token): re-read when it
+    /// changes and on SIGHUP, so a renewed token is picked up without a
+    /// restart (a Kubernetes Secret volume, a cron job renewing it).
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "PROXY_METRICS_TOKEN_FILE",
+        conflicts_with = "token"
+    )]
+    pub token_file: Option<PathBuf>,
+
+    /// The proxy's id, as registered with POST /proxies.
+    #[arg(long, env = "PROXY_ID")]
+    pub proxy_id: String,
+
+    /// Read the file from its beginning (default: from its current end).
+    /// A saved position (--state-dir) wins over this.
+    #[arg(long, env = "PROXY_METRICS_FROM_START")]
+    pub from_start: bool,
+
+    /// Directory of the state file: the log's position, the producer id
+    /// and sequence, and the batches on their way, so that a restart (or a
+    /// crash) resumes exactly where delivery stopped. One file per proxy id
+    /// and log path. Not used for stdin or --dry-run.
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "PROXY_METRICS_STATE_DIR",
+        default_value = "/var/lib/proxy-metrics-agent"
+    )]
+    pub state_dir: PathBuf,
+
+    /// Keep no state: a restart starts from the end of the log (or its
+    /// start with --from-start) under a new producer id.
+    #[arg(long, env = "PROXY_METRICS_NO_STATE")]
+    pub no_state: bool,
+
+    /// Stop at the end of the file (flush and exit) instead of following it.
+    #[arg(long, visible_alias = "no-follow", env = "PROXY_METRICS_ONCE")]
+    pub once: bool,
+
+    /// Print each batch (its JSON body, one line) to stdout instead of sending it.
+    #[arg(long, env = "PROXY_METRICS_DRY_RUN")]
+    pub dry_run: bool,
+
+    /// Seconds between batches (a full batch of 500 events goes at once).
+    #[arg(long, value_name = "SECONDS", env = "PROXY_METRICS_FLUSH_INTERVAL", default_value = "60", value_parser = seconds)]
+    pub flush_interval: Duration,
+
+    /// Closed 10-second intervals kept while the API is unreachable; the
+    /// oldest is dropped (and counted) when full.
+    #[arg(
+        long,
+        value_name = "EVENTS",
+        env = "PROXY_METRICS_BUFFER_CAPACITY",
+        default_value_t = 1000
+    )]
+    pub buffer_capacity: usize,
+
+    /// Seconds allowed for the final flush on SIGTERM/SIGINT or end of input.
+    #[arg(long, value_name = "SECONDS", env = "PROXY_METRICS_SHUTDOWN_TIMEOUT", default_value = "10", value_parser = seconds)]
+    pub shutdown_timeout: Duration,
+
+    /// Send a healthy, empty event after this many idle seconds (off by
+    /// default: an idle log does not prove the proxy is up).
+    #[arg(long, value_name = "SECONDS", env = "PROXY_METRICS_HEARTBEAT", value_parser = seconds)]
+    pub heartbeat: Option<Duration>,
+
+    /// Seconds a renamed log is still read after its path names a new file
+    /// (nginx writes to the old one until it has reopened its logs; like
+    /// Fluent Bit's Rotate_Wait).
+    #[arg(long, value_name = "SECONDS", env = "PROXY_METRICS_ROTATE_WAIT", default_value = "10", value_parser = seconds)]
+    pub rotate_wait: Duration,
+
+    /// Serve /metrics (Prometheus text) and /healthz on this address, e.g.
+    /// 127.0.0.1:9464 (off by default).
+    #[arg(long, value_name = "ADDR", env = "PROXY_METRICS_LISTEN")]
+    pub listen: Option<std::net::SocketAddr>,
+
+    /// Milliseconds between checks of the log for new lines and rotation.
+    #[arg(
+        long,
+        value_name = "MS",
+        env = "PROXY_METRICS_POLL_MS",
+        default_value_t = 250
+    )]
+    pub poll_ms: u64,
+
+    /// --format json: field holding the time (RFC 3339, nginx time, or epoch
+    /// s/ms/µs/ns); '' for none (receipt time). A dotted name reaches into
+    /// nested objects.
+    #[arg(
+        long,
+        value_name = "FIELD",
+        env = "PROXY_METRICS_JSON_TIME_FIELD",
+        default_value = "time"
+    )]
+    pub json_time_field: String,
+
+    /// --format json: field holding the HTTP status.
+    #[arg(
+        long,
+        value_name = "FIELD",
+        env = "PROXY_METRICS_JSON_STATUS_FIELD",
+        default_value = "status"
+    )]
+    pub json_status_field: String,
+
+    /// --format json: field holding the request's duration; '' for none.
+    #[arg(
+        long,
+        value_name = "FIELD",
+        env = "PROXY_METRICS_JSON_DURATION_FIELD",
+        default_value = "request_time"
+    )]
+    pub json_duration_field: String,
+
+    /// --format json: unit of the duration field.
+    #[arg(long, value_enum, env = "PROXY_METRICS_JSON_DURATION_UNIT", default_value_t = UnitArg::S)]
+    pub json_duration_unit: UnitArg,
+
+    /// --format json: field holding the bytes sent to the client; '' for none.
+    #[arg(
+        long,
+        value_name = "FIELD",
+        env = "PROXY_METRICS_JSON_BYTES_SENT_FIELD",
+        default_value = "body_bytes_sent"
+    )]
+    pub json_bytes_sent_field: String,
+
+    /// --format json: field holding the bytes received from the client; '' for none.
+    #[arg(
+        long,
+        value_name = "FIELD",
+        env = "PROXY_METRICS_JSON_BYTES_RECEIVED_FIELD",
+        default_value = "request_length"
+    )]
+    pub json_bytes_received_field: String,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum FormatArg {
+    Nginx,
+    Envoy,
+    Caddy,
+    Json,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LatencyArg {
+    Request,
+    Upstream,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum UnitArg {
+    S,
+    Ms,
+    Us,
+    Ns,
+}
+
+pub fn read_token(path: &std::path::Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("--token-file {}: {e}", path.display()))?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(format!("--token-file {}: empty", path.display()));
+    }
+    Ok(token.to_owned())
+}
+
+/// The token file's modification time and length, to notice a change.
+pub fn token_stamp(path: &std::path::Path) -> Option<(std::time::SystemTime, u64)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
+fn seconds(s: &str) -> Result<Duration, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    Duration::try_from_secs_f64(v)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("{s:?} is not a positive number of seconds"))
+}
+
+fn optional(field: &str) -> Option<String> {
+    (!field.is_empty()).then(|| field.to_owned())
+}
+
+impl Args {
+    pub fn format(&self) -> Result<Format, String> {
+        if let Some(log_format) = &self.nginx_log_format {
+            let latency = match self.latency {
+                LatencyArg::Request => LatencyFrom::Request,
+                LatencyArg::Upstream => LatencyFrom::Upstream,
+            };
+            return NginxFormat::compile(log_format, latency)
+                .map(|f| Format::NginxLogFormat(Box::new(f)))
+                .map_err(|e| format!("--nginx-log-format: {e}"));
+        }
+        Ok(match self.format {
+            FormatArg::Nginx => Format::Nginx,
+            FormatArg::Envoy => Format::Envoy,
+            FormatArg::Caddy => Format::Json(JsonMapping::caddy()),
+            FormatArg::Json => Format::Json(JsonMapping {
+                time_field: optional(&self.json_time_field),
+                status_field: self.json_status_field.clone(),
+                duration_field: optional(&self.json_duration_field),
+                duration_unit: match self.json_duration_unit {
+                    UnitArg::S => DurationUnit::Seconds,
+                    UnitArg::Ms => DurationUnit::Millis,
+                    UnitArg::Us => DurationUnit::Micros,
+                    UnitArg::Ns => DurationUnit::Nanos,
+                },
+                bytes_sent_field: optional(&self.json_bytes_sent_field),
+                bytes_received_field: optional(&self.json_bytes_received_field),
+            }),
+        })
+    }
+
+    /// The state file of this proxy and log, when state is kept.
+    pub fn state_file(&self) -> Option<PathBuf> {
+        if self.no_state || self.dry_run || self.log == "-" {
+            return None;
+        }
+        let log = std::path::absolute(&self.log).unwrap_or_else(|_| PathBuf::from(&self.log));
+        let key = position::fnv1a(log.as_os_str().as_encoded_bytes());
+        Some(
+            self.state_dir
+                .join(format!("{}-{key:016x}.json", self.proxy_id)),
+        )
+    }
+
+    /// The token as configured now (the file's content when there is one).
+    pub fn current_token(&self) -> Option<String> {
+        match &self.token_file {
+            Some(path) => read_token(path).ok(),
+            None => self.token.clone(),
+        }
+    }
+
+    pub fn reporter(&self) -> Result<Reporter, String> {
+        let token = match &self.token_file {
+            Some(path) => Some(read_token(path)?),
+            None => self.token.clone(),
+        };
+        let (url, token) = match (&self.url, &token, self.dry_run) {
+            (Some(u), Some(t), _) => (u.clone(), t.clone()),
+            (u, t, true) => (u.clone().unwrap_or_default(), t.clone().unwrap_or_default()),
+            (None, _, false) => return Err("--url (or PROXY_METRICS_URL) is required".into()),
+            (_, None, false) => {
+                return Err(
+                    "--token or --token-file (PROXY_METRICS_TOKEN, PROXY_METRICS_TOKEN_FILE) is required"
+                        .into(),
+                );
+            }
+        };
+        let mut builder = Reporter::builder(url, token, self.proxy_id.clone());
+        if let Some(file) = self.state_file() {
+            std::fs::create_dir_all(&self.state_dir)
+                .map_err(|e| format!("--state-dir {}: {e}", self.state_dir.display()))?;
+            builder = builder.state_file(file);
+        }
+        builder
+            .config(Config {
+                flush_interval: self.flush_interval,
+                buffer_capacity: self.buffer_capacity,
+                shutdown_timeout: self.shutdown_timeout,
+                heartbeat: self.heartbeat,
+                ..Config::default()
+            })
+            .dry_run(self.dry_run)
+            .build()
+            .map_err(|e| e.to_string())
+    }
+}
