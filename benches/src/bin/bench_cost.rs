@@ -55,14 +55,31 @@ fn rss_mb() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+/// The dirty mark and its note on the proxy item: two 1-WRU writes.
+const MARK_WRU: f64 = 2.0;
+
 #[tokio::main]
 async fn main() {
     let h = Harness::start().await;
     let t = token("bench", json!({"tier": "enterprise"}));
     h.register(&t, "edge").await;
     let at = now();
+    // The proxy's dirty mark: written by its first request, then at most
+    // once per MARK_REFRESH whatever the instances (its own row below).
+    let mark = metered_record(
+        &h,
+        &t,
+        "edge",
+        None,
+        json!({"events": full_events(1, "warm", at)}),
+    )
+    .await;
 
-    println!("## Write units per request (storage v2)\n");
+    println!(
+        "## Write units per request (storage v3)\n\nThe proxy's dirty mark (first request, then once per {} min, whatever the instances): +{} WRU.\n",
+        proxy_metrics::storage::MARK_REFRESH.num_minutes(),
+        mark.write_units - 4.0
+    );
     println!("| request | events | WRU | WRU/event | target |");
     println!("|---|---:|---:|---:|---|");
     let mut sequence = 0;
@@ -183,6 +200,9 @@ async fn main() {
     );
     let requests = PROXIES * REQUESTS_PER_PROXY_MONTH;
     let record_wru = requests * sequenced_6;
+    let refresh_minutes = proxy_metrics::storage::MARK_REFRESH.num_minutes() as f64;
+    let marks_per_proxy = REQUESTS_PER_PROXY_MONTH / refresh_minutes;
+    let mark_wru = PROXIES * marks_per_proxy * MARK_WRU;
     let agg_wru = PROXIES * RUNS_PER_MONTH * per_proxy_wru;
     let agg_rru = PROXIES * RUNS_PER_MONTH * per_proxy_rru + RUNS_PER_MONTH * idle_used.read_units;
     let usd = |units: f64, price: f64| units / 1e6 * price;
@@ -205,7 +225,12 @@ async fn main() {
         idle_used.read_units,
         usd(agg_rru, USD_PER_MILLION_RRU)
     );
-    let total = usd(record_wru, USD_PER_MILLION_WRU)
+    println!(
+        "| dirty marks | 1,000 proxies × {marks_per_proxy:.0} (one per {refresh_minutes} min) × {MARK_WRU} WRU | {mark_wru:.3e} WRU | {:.2} |",
+        usd(mark_wru, USD_PER_MILLION_WRU)
+    );
+    let total = usd(mark_wru, USD_PER_MILLION_WRU)
+        + usd(record_wru, USD_PER_MILLION_WRU)
         + usd(agg_wru, USD_PER_MILLION_WRU)
         + usd(agg_rru, USD_PER_MILLION_RRU);
     println!("| **total** | | | **{total:.2}** |");

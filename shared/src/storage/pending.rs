@@ -23,13 +23,13 @@ use crate::domain::rollup::DayPart;
 /// The mark's time is kept on the proxy item too, which the ownership read
 /// returns: a proxy costs two small writes per this, whichever instances
 /// serve it, not one per request.
-pub const MARK_REFRESH: Duration = Duration::minutes(4);
+pub const MARK_REFRESH: Duration = Duration::minutes(15);
 /// The proxy item's (and the mark's) attribute: when the mark was written.
 pub(super) const MARKED_AT: &str = "markedAt";
 /// A mark at least this old may be removed once its proxy has nothing
 /// pending: no instance still relies on it (the refresh period, a request's
 /// longest life and clock skew between instances, with room to spare).
-pub const MARK_TRUSTED_FOR: Duration = Duration::minutes(10);
+pub const MARK_TRUSTED_FOR: Duration = Duration::minutes(25);
 /// DynamoDB's limit on requests in one BatchWriteItem.
 const BATCH_WRITE_MAX: usize = 25;
 /// Instances remember this many proxies' marks at most (then forget all).
