@@ -465,7 +465,16 @@ async fn bucket_retention_days(h: &Harness, proxy: &str, day: NaiveDate) -> i64 
         .send()
         .await
         .unwrap();
-    let expires: i64 = buckets.items()[0]["expiresAt"]
+    let of_day = buckets
+        .items()
+        .iter()
+        .find(|b| {
+            b["sk"]
+                .as_s()
+                .is_ok_and(|sk| sk.starts_with(&day_str(day)))
+        })
+        .expect("a bucket of the day");
+    let expires: i64 = of_day["expiresAt"]
         .as_n()
         .unwrap()
         .parse()
@@ -508,6 +517,8 @@ async fn retention_follows_the_owners_tier_not_the_proxy_token() {
     assert_eq!(s, 201);
     aggregate::run_all(&h.app.store).await.unwrap();
     assert_eq!(bucket_retention_days(&h, "edge", day_of(1)).await, 7 + 90);
+    // and the buckets written under pro were extended by that run (finding 12)
+    assert_eq!(bucket_retention_days(&h, "edge", day_of(0)).await, 7 + 90);
     assert_eq!(
         h.app
             .store

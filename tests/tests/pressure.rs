@@ -341,3 +341,55 @@ async fn a_repeated_sequence_with_another_body_is_a_conflict() {
     assert_eq!(send(events_on(now().date_naive(), "z", 9), 0).await.0, 200);
     assert_eq!(event_count(&h, &t, "p", now().date_naive()).await, 4);
 }
+
+/// Finding 9: a range whose answer cannot fit a response (Lambda's 6 MB) is
+/// a clear 422 naming what fits, not a 502; memory follows the answer.
+#[tokio::test]
+async fn a_range_too_large_to_answer_is_a_clear_422() {
+    use proxy_metrics::domain::event::parse_event;
+    use proxy_metrics::domain::tier::Tier;
+    let h = Harness::start().await;
+    let t = token("alice", json!({"tier": "enterprise"}));
+    h.register(&t, "p").await;
+    let long = "x".repeat(1000);
+    let days = 600;
+    for ago in 0..days {
+        let day = now().date_naive() - Duration::days(ago);
+        let events: Vec<_> = (0..10)
+            .map(|i| {
+                let at = day.and_hms_opt(0, i, 0).unwrap().and_utc().min(now());
+                parse_event(
+                    &json!({"eventType": "error", "timestamp": iso(at),
+                            "metrics": {"requestCount": 1, "errorCount": 1,
+                                        "errorMessage": format!("{i} {long}")}}),
+                    None,
+                    // as of the day it was recorded
+                    at,
+                )
+                .unwrap()
+            })
+            .collect();
+        h.store_events("p", Tier::Enterprise, &events, 10).await;
+    }
+    let start = day_str(now().date_naive() - Duration::days(days - 1));
+    let req = Req::new("GET", "/proxy/metrics/{proxyId}/daily")
+        .param("proxyId", "p")
+        .query("startDate", &start)
+        .query("endDate", &today())
+        .bearer(&t)
+        .build();
+    let (s, b, _) = parts(proxy_metrics::handlers::get_daily_range(&h.app, req).await);
+    assert_error(s, &b, 422, "RANGE_TOO_LARGE");
+    assert!(b["message"].as_str().unwrap().contains("6 MB") || b["message"].as_str().unwrap().contains("5 MB"), "{b}");
+    // a shorter range is answered
+    let start = day_str(now().date_naive() - Duration::days(99));
+    let req = Req::new("GET", "/proxy/metrics/{proxyId}/daily")
+        .param("proxyId", "p")
+        .query("startDate", &start)
+        .query("endDate", &today())
+        .bearer(&t)
+        .build();
+    let (s, b, _) = parts(proxy_metrics::handlers::get_daily_range(&h.app, req).await);
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["count"], 100);
+}
