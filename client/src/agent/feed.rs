@@ -315,3 +315,35 @@ impl Feed<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::position::Fingerprint;
+
+    fn at(offset: u64) -> Position {
+        Position {
+            dev: 1,
+            ino: 2,
+            fingerprint: Fingerprint { len: 3, hash: 4 },
+            offset,
+        }
+    }
+
+    #[test]
+    fn one_plain_log_saves_a_bare_position_and_several_a_map_by_path() {
+        let a = PathBuf::from("/var/log/a.log");
+        let one = BTreeMap::from([(a.clone(), at(10))]);
+        let bare = encode_positions(&one, Some(&a)).unwrap();
+        assert_eq!(bare["offset"], 10, "as before several logs: {bare}");
+        assert_eq!(decode_positions(&bare, Some(&a)), one);
+        // a bare position without one plain log to give it to: none
+        assert!(decode_positions(&bare, None).is_empty());
+        let two = BTreeMap::from([(a.clone(), at(10)), ("/var/log/b.log".into(), at(20))]);
+        let map = encode_positions(&two, None).unwrap();
+        assert_eq!(map["files"]["/var/log/b.log"]["offset"], 20);
+        assert_eq!(decode_positions(&map, None), two);
+        // a map read back by a single plain log (the arguments changed)
+        assert_eq!(decode_positions(&map, Some(&a)), two);
+    }
+}
