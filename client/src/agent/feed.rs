@@ -2,15 +2,20 @@
 //! often a checkpoint (with a state file); and a pause while the reporter's
 //! buffer is full — the file is the buffer, as in Fluent Bit and Vector.
 
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use tracing::warn;
 
-use crate::Reporter;
 use crate::agent::parse::{self, Format};
 use crate::agent::position::Position;
 use crate::agent::tail::{Control, Line, Sink};
+use crate::{Observation, Reporter};
 
 /// Malformed lines logged one by one before the agent only counts them.
 const MALFORMED_LOGGED: u64 = 10;
@@ -43,31 +48,164 @@ fn excerpt(line: &str) -> String {
     s
 }
 
-pub fn handle_line(line: Line<'_>, format: &Format, reporter: &Reporter, lines: &Lines) {
+/// Counts and parses one line: the observation it holds, if any.
+pub fn parse_one(line: Line<'_>, format: &Format, lines: &Lines) -> Option<Observation> {
     lines.read.fetch_add(1, Ordering::Relaxed);
-    let problem = match line {
-        Line::TooLong => Some(("line too long".to_owned(), String::new())),
+    let (reason, text) = match line {
+        Line::TooLong => ("line too long".to_owned(), String::new()),
         Line::Text(bytes) => {
             let text = String::from_utf8_lossy(bytes);
             match parse::parse_line(format, &text) {
                 Ok(Some(record)) => {
                     lines.parsed.fetch_add(1, Ordering::Relaxed);
-                    reporter.record(record.to_observation());
-                    None
+                    return Some(record.to_observation());
                 }
-                Ok(None) => None,
-                Err(e) => Some((e.0.to_owned(), excerpt(&text))),
+                Ok(None) => return None,
+                Err(e) => (e.0.to_owned(), excerpt(&text)),
             }
         }
     };
-    if let Some((reason, text)) = problem {
-        let n = lines.malformed.fetch_add(1, Ordering::Relaxed) + 1;
-        if n <= MALFORMED_LOGGED {
-            warn!(%reason, line = %text, "skipping a malformed log line");
+    let n = lines.malformed.fetch_add(1, Ordering::Relaxed) + 1;
+    if n <= MALFORMED_LOGGED {
+        warn!(%reason, line = %text, "skipping a malformed log line");
+    }
+    if n == MALFORMED_LOGGED {
+        warn!("further malformed lines are counted, not logged one by one");
+    }
+    None
+}
+
+/// What every tailer shares: the format, the reporter, the counters, and
+/// where each log stands. One reporter (one producer id and sequence) for
+/// all the logs: the server's duplicate rule works per producer, and a
+/// checkpoint cuts every log at once — its position is the map of every
+/// log's position, taken under the same lock as the lines are recorded, so
+/// that a segment holds exactly the lines before those positions.
+pub struct Hub {
+    pub format: Format,
+    pub reporter: Reporter,
+    pub lines: Arc<Lines>,
+    pub control: Arc<Control>,
+    /// Checkpoints are taken (a state file is kept).
+    pub checkpoints: bool,
+    pub every: Duration,
+    pub once: bool,
+    /// One plain log: its position is saved bare, as before several logs.
+    pub single: Option<PathBuf>,
+    cut: Mutex<Cut>,
+}
+
+struct Cut {
+    /// Where each log stands now (after the lines recorded so far).
+    now: BTreeMap<PathBuf, Position>,
+    /// What the last checkpoint saved.
+    saved: Option<BTreeMap<PathBuf, Position>>,
+    last_cut: Instant,
+}
+
+/// Several logs' positions, as saved in the state file.
+#[derive(Serialize, Deserialize)]
+struct Files {
+    files: BTreeMap<PathBuf, Position>,
+}
+
+/// The saved positions, by log path: a map, or (one plain log, or a state
+/// file of an earlier version) a bare position.
+pub fn decode_positions(saved: &Value, single: Option<&Path>) -> BTreeMap<PathBuf, Position> {
+    if let Ok(f) = serde_json::from_value::<Files>(saved.clone()) {
+        return f.files;
+    }
+    match (serde_json::from_value::<Position>(saved.clone()), single) {
+        (Ok(at), Some(path)) => BTreeMap::from([(path.to_owned(), at)]),
+        _ => BTreeMap::new(),
+    }
+}
+
+fn encode_positions(
+    now: &BTreeMap<PathBuf, Position>,
+    single: Option<&Path>,
+) -> serde_json::Result<Value> {
+    match (single, now.len()) {
+        (Some(_), 1) => serde_json::to_value(now.values().next()),
+        _ => serde_json::to_value(Files { files: now.clone() }),
+    }
+}
+
+impl Hub {
+    /// `resumed`: the positions saved by an earlier run, kept for the logs
+    /// not read yet (a checkpoint before their tailer starts must not
+    /// forget them).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        format: Format,
+        reporter: Reporter,
+        lines: Arc<Lines>,
+        control: Arc<Control>,
+        checkpoints: bool,
+        every: Duration,
+        once: bool,
+        single: Option<PathBuf>,
+        resumed: BTreeMap<PathBuf, Position>,
+    ) -> Self {
+        Self {
+            format,
+            reporter,
+            lines,
+            control,
+            checkpoints,
+            every,
+            once,
+            single,
+            cut: Mutex::new(Cut {
+                now: resumed,
+                saved: None,
+                last_cut: Instant::now(),
+            }),
         }
-        if n == MALFORMED_LOGGED {
-            warn!("further malformed lines are counted, not logged one by one");
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Cut> {
+        self.cut.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Keeps only the logs `keep` says are still read.
+    pub fn retain(&self, keep: impl Fn(&Path) -> bool) {
+        self.lock().now.retain(|p, _| keep(p));
+    }
+
+    /// A log is done (gone, finished): the next checkpoint forgets it.
+    pub fn forget(&self, path: &Path) {
+        self.lock().now.remove(path);
+    }
+
+    /// Whether some log is being read in this file (device, inode).
+    pub fn holds(&self, id: (u64, u64)) -> bool {
+        self.lock().now.values().any(|p| (p.dev, p.ino) == id)
+    }
+
+    /// Cuts a segment at every log's current position (with a state file),
+    /// unless nothing was recorded and no position moved since the last.
+    fn checkpoint(&self) {
+        if !self.checkpoints {
+            return;
         }
+        let mut cut = self.lock();
+        if cut.now.is_empty() {
+            return;
+        }
+        let events = self.reporter.backlog().since_checkpoint;
+        if events == 0 && cut.saved.as_ref() == Some(&cut.now) {
+            return;
+        }
+        match encode_positions(&cut.now, self.single.as_deref()) {
+            Ok(v) => self.reporter.checkpoint(v),
+            Err(e) => {
+                warn!(error = %e, "could not encode the positions");
+                return;
+            }
+        }
+        cut.saved = Some(cut.now.clone());
+        cut.last_cut = Instant::now();
     }
 }
 
@@ -78,54 +216,89 @@ fn look_every(capacity: usize) -> u32 {
     u32::try_from((capacity / 4).clamp(1, 64)).unwrap_or(64)
 }
 
-/// Where the reader's lines go: parsed and recorded; and, every so often, a
-/// checkpoint (with a state file), or a pause while the reporter's buffer is
-/// full — the file is the buffer, as in Fluent Bit and Vector.
+/// Where one tailer's lines go: parsed and recorded with the position after
+/// them; and, every so often, a checkpoint (with a state file), or a pause
+/// while the reporter's buffer is full — the file is the buffer, as in
+/// Fluent Bit and Vector.
 pub struct Feed<'a> {
-    pub format: &'a Format,
-    pub reporter: &'a Reporter,
-    pub lines: &'a Lines,
-    pub control: &'a Control,
-    /// Checkpoints are taken (a state file is kept).
-    pub checkpoints: bool,
-    pub every: Duration,
-    pub last_cut: Instant,
-    pub last_saved: Option<Position>,
+    pub hub: &'a Hub,
+    /// The log's path (`None` on stdin).
+    pub path: Option<PathBuf>,
     pub since_look: u32,
-    pub once: bool,
+}
+
+impl<'a> Feed<'a> {
+    pub fn new(hub: &'a Hub, path: Option<PathBuf>) -> Self {
+        Self {
+            hub,
+            path,
+            since_look: 0,
+        }
+    }
+
+    fn moved(&self, cut: &mut Cut, at: Option<&Position>) {
+        if let (Some(path), Some(at)) = (&self.path, at) {
+            match cut.now.get_mut(path) {
+                Some(slot) => *slot = *at,
+                None => {
+                    cut.now.insert(path.clone(), *at);
+                }
+            }
+        }
+    }
 }
 
 impl Sink for Feed<'_> {
     fn line(&mut self, line: Line<'_>, after: Option<&Position>) {
-        handle_line(line, self.format, self.reporter, self.lines);
+        let hub = self.hub;
+        let observation = parse_one(line, &hub.format, &hub.lines);
+        {
+            // Recorded and moved on together: a checkpoint sees both or
+            // neither.
+            let mut cut = hub.lock();
+            if let Some(o) = observation {
+                hub.reporter.record(o);
+            }
+            self.moved(&mut cut, after);
+        }
         self.since_look += 1;
-        if self.since_look >= look_every(self.reporter.backlog_capacity()) {
-            self.look(after, false);
+        if self.since_look >= look_every(hub.reporter.backlog_capacity()) {
+            self.look(false);
         }
     }
 
     fn idle(&mut self, at: Option<&Position>) {
+        self.moved(&mut self.hub.lock(), at);
         // The last end the reader will see (--once, or stopping): save it.
-        if self.once || self.control.draining() {
-            self.checkpoint(at, usize::MAX);
+        if self.hub.once || self.hub.control.draining() {
+            self.hub.checkpoint();
         }
-        self.look(at, true);
+        self.look(true);
     }
 }
 
 impl Feed<'_> {
-    fn look(&mut self, at: Option<&Position>, idle: bool) {
+    fn look(&mut self, idle: bool) {
         self.since_look = 0;
-        let mut backlog = self.reporter.backlog();
+        let hub = self.hub;
+        let mut backlog = hub.reporter.backlog();
         let cut_at = backlog.capacity.min(crate::MAX_BATCH_EVENTS) / 2;
-        let due =
-            self.last_cut.elapsed() >= self.every || backlog.since_checkpoint >= cut_at.max(1);
-        // The first position is saved at once: should the log rotate before
-        // the first checkpoint and the agent be restarted, the next run
-        // must know which file it started in.
-        let first = self.last_saved.is_none();
+        let (due, first) = {
+            let cut = hub.lock();
+            let due =
+                cut.last_cut.elapsed() >= hub.every || backlog.since_checkpoint >= cut_at.max(1);
+            // A log's first position is saved at once: should it rotate
+            // before the first checkpoint and the agent be restarted, the
+            // next run must know which file it started in.
+            let first = match (&self.path, &cut.saved) {
+                (Some(p), Some(saved)) => !saved.contains_key(p) && cut.now.contains_key(p),
+                (_, None) => true,
+                (None, Some(_)) => false,
+            };
+            (due, first)
+        };
         if (due || first) && (idle || backlog.since_checkpoint > 0) {
-            self.checkpoint(at, backlog.since_checkpoint);
+            hub.checkpoint();
         }
         // Room must stay for what may come before the next look: the open
         // intervals and one event a line. (An empty buffer is never waited
@@ -134,27 +307,43 @@ impl Feed<'_> {
             b.buffered > 0
                 && b.buffered + b.open + 2 * look_every(b.capacity) as usize >= b.capacity
         };
-        while full(&backlog) && !self.control.stopped() {
+        while full(&backlog) && !hub.control.stopped() {
             // Full: what waits unsent must be cut to be sent at all.
-            self.checkpoint(at, backlog.since_checkpoint);
+            hub.checkpoint();
             std::thread::sleep(Duration::from_millis(20));
-            backlog = self.reporter.backlog();
+            backlog = hub.reporter.backlog();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::position::Fingerprint;
+
+    fn at(offset: u64) -> Position {
+        Position {
+            dev: 1,
+            ino: 2,
+            fingerprint: Fingerprint { len: 3, hash: 4 },
+            offset,
         }
     }
 
-    fn checkpoint(&mut self, at: Option<&Position>, events: usize) {
-        let (true, Some(at)) = (self.checkpoints, at) else {
-            return;
-        };
-        if events == 0 && self.last_saved.as_ref() == Some(at) {
-            // Nothing new to deliver or to save.
-            return;
-        }
-        match serde_json::to_value(at) {
-            Ok(v) => self.reporter.checkpoint(v),
-            Err(e) => warn!(error = %e, "could not encode the position"),
-        }
-        self.last_saved = Some(*at);
-        self.last_cut = Instant::now();
+    #[test]
+    fn one_plain_log_saves_a_bare_position_and_several_a_map_by_path() {
+        let a = PathBuf::from("/var/log/a.log");
+        let one = BTreeMap::from([(a.clone(), at(10))]);
+        let bare = encode_positions(&one, Some(&a)).unwrap();
+        assert_eq!(bare["offset"], 10, "as before several logs: {bare}");
+        assert_eq!(decode_positions(&bare, Some(&a)), one);
+        // a bare position without one plain log to give it to: none
+        assert!(decode_positions(&bare, None).is_empty());
+        let two = BTreeMap::from([(a.clone(), at(10)), ("/var/log/b.log".into(), at(20))]);
+        let map = encode_positions(&two, None).unwrap();
+        assert_eq!(map["files"]["/var/log/b.log"]["offset"], 20);
+        assert_eq!(decode_positions(&map, None), two);
+        // a map read back by a single plain log (the arguments changed)
+        assert_eq!(decode_positions(&map, Some(&a)), two);
     }
 }

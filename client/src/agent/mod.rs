@@ -6,6 +6,8 @@ pub mod check;
 pub mod feed;
 pub mod nginx_format;
 pub mod parse;
+pub mod paths;
 pub mod position;
 pub mod serve;
 pub mod tail;
+pub mod tailers;

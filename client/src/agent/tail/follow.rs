@@ -144,6 +144,17 @@ pub(super) fn follow_file(
                     rotated_at = None;
                     info!(path = %path.display(), "log rotated; following the new file from its start");
                 }
+                Err(e) if e.kind() == io::ErrorKind::NotFound && options.finish_when_gone => {
+                    let len = reading.file.metadata()?.len();
+                    if reading.truncated(len, reading.base + splitter.fed())? {
+                        splitter.reset();
+                    }
+                    let r = &reading;
+                    splitter.finish(&mut |line, after| sink.line(line, Some(&r.position(after))));
+                    sink.idle(Some(&reading.position(splitter.committed())));
+                    info!(path = %path.display(), "log gone; finished its file");
+                    return Ok(());
+                }
                 // Renamed away again before we opened it: next poll.
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(e),
@@ -154,6 +165,10 @@ pub(super) fn follow_file(
         match std::fs::metadata(path) {
             Ok(m) if identity(&m) != reading.id => {
                 info!(path = %path.display(), wait_s = options.rotate_wait.as_secs_f64(), "log rotated; still reading the old file for a while");
+                rotated_at = Some(Instant::now());
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound && options.finish_when_gone => {
+                info!(path = %path.display(), wait_s = options.rotate_wait.as_secs_f64(), "log gone; still reading its file for a while");
                 rotated_at = Some(Instant::now());
             }
             Ok(m) if reading.truncated(m.len(), read_to)? => {

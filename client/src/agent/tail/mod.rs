@@ -67,6 +67,11 @@ pub struct TailOptions {
     pub resume: Option<Position>,
     /// How long a renamed log is still read after the path names a new file.
     pub rotate_wait: Duration,
+    /// End once the path has named no file for `rotate_wait` (a file a
+    /// glob matched, deleted or renamed out of the pattern): the file held
+    /// is read until then, and its partial last line taken. Otherwise the
+    /// path is waited for, like `tail -F`.
+    pub finish_when_gone: bool,
 }
 
 impl Default for TailOptions {
@@ -78,6 +83,7 @@ impl Default for TailOptions {
             max_line_bytes: 64 * 1024,
             resume: None,
             rotate_wait: Duration::from_secs(10),
+            finish_when_gone: false,
         }
     }
 }
@@ -193,6 +199,9 @@ pub(super) fn open_when_there(
     loop {
         match File::open(path) {
             Ok(file) => return Ok(Some((file, waited))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound && options.finish_when_gone => {
+                return Ok(None);
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound && options.follow => {
                 if control.draining() {
                     return Ok(None);

@@ -187,3 +187,42 @@ fn a_missing_file_is_an_error_once_and_awaited_when_following() {
     handle.join().unwrap().unwrap();
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn a_globbed_file_that_is_gone_is_read_for_the_grace_period_then_finished() {
+    let dir = temp_dir("gone");
+    let log = dir.join("shop.log");
+    append(&log, "one\n");
+    let control = Arc::new(Control::default());
+    let (tx, rx) = mpsc::channel();
+    let (c, path) = (control.clone(), log.clone());
+    let handle = std::thread::spawn(move || {
+        let options = TailOptions {
+            from_start: true,
+            poll: Duration::from_millis(20),
+            rotate_wait: Duration::from_millis(300),
+            finish_when_gone: true,
+            ..TailOptions::default()
+        };
+        run(&Source::File(path), &options, &c, &mut |l: Line<'_>| {
+            if let Line::Text(t) = l {
+                let _ = tx.send(String::from_utf8_lossy(t).into_owned());
+            }
+        })
+    });
+    assert_eq!(next(&rx), "one");
+    // renamed out of the pattern, still written to within the grace period
+    let moved = dir.join("shop.log.old");
+    std::fs::rename(&log, &moved).unwrap();
+    std::thread::sleep(Duration::from_millis(60));
+    append(&moved, "two\nthr");
+    append(&moved, "ee");
+    assert_eq!(next(&rx), "two");
+    // the path stays gone: the file is finished, its partial line taken,
+    // and the tailer ends (not waiting for the path like tail -F)
+    assert_eq!(next(&rx), "three");
+    let ended = handle.join().unwrap();
+    assert!(ended.is_ok(), "{ended:?}");
+    assert!(!control.draining(), "it ended on its own");
+    std::fs::remove_dir_all(dir).unwrap();
+}

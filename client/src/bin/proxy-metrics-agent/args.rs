@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use proxy_metrics_client::agent::nginx_format::{LatencyFrom, NginxFormat};
 use proxy_metrics_client::agent::parse::{DurationUnit, Format, JsonMapping};
+use proxy_metrics_client::agent::paths::LogPaths;
 use proxy_metrics_client::agent::position;
 use proxy_metrics_client::{Config, Reporter};
 
@@ -15,13 +16,17 @@ use proxy_metrics_client::{Config, Reporter};
     name = "proxy-metrics-agent",
     version,
     about = "Follows a proxy's access log and reports requests, errors, latency and bytes to the proxy-metrics API",
-    after_help = "Examples:\n  proxy-metrics-agent --format nginx /var/log/nginx/access.log\n  envoy … | proxy-metrics-agent --format envoy -\n  proxy-metrics-agent --format json --json-time-field ts --json-duration-field duration \\\n      --json-duration-unit s --json-bytes-sent-field size --json-bytes-received-field bytes_read caddy.log"
+    after_help = "Examples:\n  proxy-metrics-agent --format nginx /var/log/nginx/access.log\n  proxy-metrics-agent --format nginx '/var/log/nginx/*.log' /srv/api/access.log\n  envoy … | proxy-metrics-agent --format envoy -\n  proxy-metrics-agent --format json --json-time-field ts --json-duration-field duration \\\n      --json-duration-unit s --json-bytes-sent-field size --json-bytes-received-field bytes_read caddy.log"
 )]
 pub struct Args {
-    /// Access log to follow, or `-` for standard input (required: a unit
-    /// file without a path must fail, not read an empty stdin forever).
-    #[arg(value_name = "LOG", env = "PROXY_METRICS_LOG")]
-    pub log: String,
+    /// Access logs to follow: paths, or glob patterns such as
+    /// '/var/log/nginx/*.log' (quoted: the agent expands them again every
+    /// second and reads new files from their start), each with its own
+    /// position in the state file; or `-` alone for standard input.
+    /// Required: a unit file without a path must fail, not read an empty
+    /// stdin forever. The environment variable holds one path or pattern.
+    #[arg(value_name = "LOG", env = "PROXY_METRICS_LOG", required = true, num_args = 1..)]
+    pub log: Vec<String>,
 
     /// Log format: nginx (combined or main, + $request_time; see also
     /// --nginx-log-format), envoy (default format as JSON or text, Istio's
@@ -73,10 +78,10 @@ pub struct Args {
     #[arg(long, env = "PROXY_METRICS_FROM_START")]
     pub from_start: bool,
 
-    /// Directory of the state file: the log's position, the producer id
+    /// Directory of the state file: each log's position, the producer id
     /// and sequence, and the batches on their way, so that a restart (or a
     /// crash) resumes exactly where delivery stopped. One file per proxy id
-    /// and log path. Not used for stdin or --dry-run.
+    /// and set of LOG arguments. Not used for stdin or --dry-run.
     #[arg(
         long,
         value_name = "DIR",
@@ -278,15 +283,21 @@ impl Args {
 
     /// The state file of this proxy and log, when state is kept.
     pub fn state_file(&self) -> Option<PathBuf> {
-        if self.no_state || self.dry_run || self.log == "-" {
+        if self.no_state || self.dry_run || self.stdin() {
             return None;
         }
-        let log = std::path::absolute(&self.log).unwrap_or_else(|_| PathBuf::from(&self.log));
-        let key = position::fnv1a(log.as_os_str().as_encoded_bytes());
+        // One log: its absolute path, as before several logs were read.
+        let key = LogPaths::new(&self.log).map_or_else(|_| self.log.join("\n"), |p| p.key());
+        let key = position::fnv1a(key.as_bytes());
         Some(
             self.state_dir
                 .join(format!("{}-{key:016x}.json", self.proxy_id)),
         )
+    }
+
+    /// Standard input (`-`) rather than files.
+    pub fn stdin(&self) -> bool {
+        self.log.iter().any(|l| l == "-")
     }
 
     /// The token as configured now (the file's content when there is one).

@@ -8,7 +8,7 @@
 //! (`RUST_LOG` sets the level); stdout carries only `--dry-run` batches.
 
 use std::io;
-use std::path::PathBuf;
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,10 +18,11 @@ use clap::Parser;
 mod args;
 use args::{Args, read_token, token_stamp};
 use proxy_metrics_client::agent::check::check_api;
-use proxy_metrics_client::agent::feed::{Feed, Lines};
-use proxy_metrics_client::agent::position::Position;
+use proxy_metrics_client::agent::feed::{Feed, Hub, Lines, decode_positions};
+use proxy_metrics_client::agent::paths::{Discovery, LogPaths};
 use proxy_metrics_client::agent::serve;
 use proxy_metrics_client::agent::tail::{self, Control, Source, TailOptions};
+use proxy_metrics_client::agent::tailers;
 use proxy_metrics_client::{Reporter, Stats};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
@@ -103,10 +104,17 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let source = if args.log == "-" {
-        Source::Stdin
-    } else {
-        Source::File(PathBuf::from(&args.log))
+    let stdin = args.stdin();
+    if stdin && args.log.len() > 1 {
+        error!("LOG: `-` (standard input) cannot be read beside files");
+        return ExitCode::from(2);
+    }
+    let paths = match LogPaths::new(&args.log) {
+        Ok(p) => p,
+        Err(e) => {
+            error!("{e}");
+            return ExitCode::from(2);
+        }
     };
     let reporter = match args.reporter() {
         Ok(r) => r,
@@ -141,50 +149,42 @@ async fn main() -> ExitCode {
     let lines = Arc::new(Lines::default());
     let control = Arc::new(Control::default());
     let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();
-    let resume = reporter
+    let single = paths.single_file().map(Path::to_path_buf);
+    let resumed = reporter
         .resume_position()
-        .and_then(|v| serde_json::from_value::<Position>(v.clone()).ok());
-    if let Some(at) = &resume {
-        info!(offset = at.offset, "resuming at the saved position");
-    }
-    let checkpoints = args.state_file().is_some();
+        .map(|v| decode_positions(v, single.as_deref()))
+        .unwrap_or_default();
     let options = TailOptions {
         from_start: args.from_start,
         follow: !args.once,
         poll: Duration::from_millis(args.poll_ms.max(10)),
-        resume,
         rotate_wait: args.rotate_wait,
         ..TailOptions::default()
     };
-    let every = args.flush_interval;
-    // A plain thread, not the runtime's: file reads block, and a thread
+    let hub = Arc::new(Hub::new(
+        format,
+        reporter.clone(),
+        lines.clone(),
+        control.clone(),
+        args.state_file().is_some(),
+        args.flush_interval,
+        args.once,
+        single,
+        resumed.clone(),
+    ));
+    // Plain threads, not the runtime's: file reads block, and a thread
     // stuck reading stdin must not hold up the exit after the flush.
-    {
-        let (reporter, lines, control, source) = (
-            reporter.clone(),
-            lines.clone(),
-            control.clone(),
-            source.clone(),
-        );
-        std::thread::spawn(move || {
-            let mut feed = Feed {
-                format: &format,
-                reporter: &reporter,
-                lines: &lines,
-                control: &control,
-                checkpoints,
-                every,
-                last_cut: std::time::Instant::now(),
-                last_saved: None,
-                since_look: 0,
-                once: args.once,
-            };
-            let result = tail::run(&source, &options, &control, &mut feed);
-            let _ = done_tx.send(result);
-        });
-    }
+    std::thread::spawn(move || {
+        let result = if stdin {
+            let mut feed = Feed::new(&hub, None);
+            tail::run(&Source::Stdin, &options, &hub.control, &mut feed)
+        } else {
+            tailers::run_all(Discovery::new(paths), &options, hub.clone(), &resumed)
+        };
+        let _ = done_tx.send(result);
+    });
     info!(
-        log = %args.log,
+        log = %args.log.join(" "),
         format = ?args.format,
         proxy_id = %args.proxy_id,
         producer_id = %reporter.producer_id(),
@@ -245,7 +245,7 @@ async fn main() -> ExitCode {
         }
         Stop::InputEnded(Ok(Ok(()))) => info!("end of input; flushing"),
         Stop::InputEnded(Ok(Err(e))) => {
-            error!(error = %e, log = %args.log, "reading the log failed; flushing and exiting");
+            error!(error = %e, "reading the logs failed; flushing and exiting");
             code = ExitCode::FAILURE;
         }
         Stop::InputEnded(Err(_)) => {
