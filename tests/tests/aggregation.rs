@@ -468,17 +468,9 @@ async fn bucket_retention_days(h: &Harness, proxy: &str, day: NaiveDate) -> i64 
     let of_day = buckets
         .items()
         .iter()
-        .find(|b| {
-            b["sk"]
-                .as_s()
-                .is_ok_and(|sk| sk.starts_with(&day_str(day)))
-        })
+        .find(|b| b["sk"].as_s().is_ok_and(|sk| sk.starts_with(&day_str(day))))
         .expect("a bucket of the day");
-    let expires: i64 = of_day["expiresAt"]
-        .as_n()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let expires: i64 = of_day["expiresAt"].as_n().unwrap().parse().unwrap();
     let day_end = (day + Duration::days(1))
         .and_hms_opt(0, 0, 0)
         .unwrap()

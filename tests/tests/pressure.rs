@@ -380,7 +380,11 @@ async fn a_range_too_large_to_answer_is_a_clear_422() {
         .build();
     let (s, b, _) = parts(proxy_metrics::handlers::get_daily_range(&h.app, req).await);
     assert_error(s, &b, 422, "RANGE_TOO_LARGE");
-    assert!(b["message"].as_str().unwrap().contains("6 MB") || b["message"].as_str().unwrap().contains("5 MB"), "{b}");
+    assert!(
+        b["message"].as_str().unwrap().contains("6 MB")
+            || b["message"].as_str().unwrap().contains("5 MB"),
+        "{b}"
+    );
     // a shorter range is answered
     let start = day_str(now().date_naive() - Duration::days(99));
     let req = Req::new("GET", "/proxy/metrics/{proxyId}/daily")
