@@ -16,7 +16,9 @@
 //! log of its own.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use tracing::warn;
 
@@ -99,6 +101,16 @@ impl LogPaths {
             }
         }
         out
+    }
+
+    /// Every file [`expand`](Self::expand) names that exists, opened now:
+    /// the agent holds its logs from its start, so that one rotated before
+    /// its tailer starts reading is still read to its end.
+    pub fn open_now(&self) -> BTreeMap<PathBuf, Arc<File>> {
+        self.expand()
+            .into_iter()
+            .filter_map(|path| File::open(&path).ok().map(|f| (path, Arc::new(f))))
+            .collect()
     }
 
     /// A key naming this set of arguments (for the state file's name): for

@@ -5,6 +5,7 @@
 //! its path may be found again later as a new file.
 
 use std::collections::BTreeMap;
+use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -24,12 +25,17 @@ pub const DISCOVER_EVERY: Duration = Duration::from_secs(1);
 /// Reads every log until the reading ends: with `follow`, when the hub's
 /// control drains or stops it (or a tailer fails: then the others are
 /// drained and the first error returned); without, once every file found
-/// at the start has been read to its end.
+/// at the start has been read to its end. `opened`: the files the paths
+/// named when the agent started ([`LogPaths::open_now`]), read by the
+/// first tailers even if their paths have been rotated since.
+///
+/// [`LogPaths::open_now`]: crate::agent::paths::LogPaths::open_now
 pub fn run_all(
     mut discovery: Discovery,
     options: &TailOptions,
     hub: Arc<Hub>,
     resumed: &BTreeMap<PathBuf, Position>,
+    mut opened: BTreeMap<PathBuf, Arc<File>>,
 ) -> io::Result<()> {
     let (done_tx, done_rx) = mpsc::channel::<(PathBuf, io::Result<()>)>();
     let mut first_error = None;
@@ -54,9 +60,13 @@ pub fn run_all(
                 // A file that appears while running is new: all of it.
                 opts.from_start = options.from_start || !initial;
                 opts.finish_when_gone = discovery.paths().is_glob_match(&path);
+                // The files opened when the agent started (`opened`), for
+                // the first tailers only.
+                opts.opened = opened.remove(&path);
                 spawn(path, opts, hub.clone(), done_tx.clone());
             }
             initial = false;
+            opened.clear();
         }
         if discovery.running() == 0 && (draining || !options.follow) {
             return first_error.map_or(Ok(()), Err);

@@ -98,8 +98,14 @@ pub(super) fn follow_file(
     control: &Control,
     sink: &mut dyn Sink,
 ) -> io::Result<()> {
-    let Some((file, created)) = open_when_there(path, options, control)? else {
-        return Ok(());
+    let (file, created) = match &options.opened {
+        // Held since the agent started: the path may name another file by
+        // now, which the loop below sees as a rotation.
+        Some(file) => (file.try_clone()?, false),
+        None => match open_when_there(path, options, control)? {
+            Some(opened) => opened,
+            None => return Ok(()),
+        },
     };
     let (mut reading, mut rotated_at) = start(path, file, created, options)?;
     let mut splitter = Splitter::new(options.max_line_bytes);

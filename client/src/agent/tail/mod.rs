@@ -72,6 +72,12 @@ pub struct TailOptions {
     /// is read until then, and its partial last line taken. Otherwise the
     /// path is waited for, like `tail -F`.
     pub finish_when_gone: bool,
+    /// The file the path named when the agent started, opened before
+    /// anything slow (the start-up check of the API): read instead of what
+    /// the path names once reading starts, so that a rotation in between is
+    /// followed (the old file finished, then the new one read) rather than
+    /// the old file skipped unread.
+    pub opened: Option<std::sync::Arc<File>>,
 }
 
 impl Default for TailOptions {
@@ -84,6 +90,7 @@ impl Default for TailOptions {
             resume: None,
             rotate_wait: Duration::from_secs(10),
             finish_when_gone: false,
+            opened: None,
         }
     }
 }

@@ -116,6 +116,13 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // The logs held before anything slow (the state file, the start-up
+    // check of the API): one rotated meanwhile is still read to its end.
+    let opened = if stdin {
+        Default::default()
+    } else {
+        paths.open_now()
+    };
     let reporter = match args.reporter() {
         Ok(r) => r,
         Err(e) => {
@@ -179,7 +186,13 @@ async fn main() -> ExitCode {
             let mut feed = Feed::new(&hub, None);
             tail::run(&Source::Stdin, &options, &hub.control, &mut feed)
         } else {
-            tailers::run_all(Discovery::new(paths), &options, hub.clone(), &resumed)
+            tailers::run_all(
+                Discovery::new(paths),
+                &options,
+                hub.clone(),
+                &resumed,
+                opened,
+            )
         };
         let _ = done_tx.send(result);
     });
