@@ -10,7 +10,7 @@ start_stack() {
   STACK_DATA_DIR=$(mktemp -d)
   STACK_LOG="$STACK_DATA_DIR/local-stack.log"
   API_PORT=$STACK_API_PORT DYNAMODB_PORT=$STACK_DYNAMODB_PORT DATA_DIR=$STACK_DATA_DIR \
-    AGGREGATION_INTERVAL_SECONDS=0 target/debug/local-stack >"$STACK_LOG" 2>&1 &
+    AGGREGATION_INTERVAL_SECONDS=0 ALERTS_INTERVAL_SECONDS=0 target/debug/local-stack >"$STACK_LOG" 2>&1 &
   STACK_PID=$!
   trap stop_stack EXIT
   echo "waiting for the local stack on port $STACK_API_PORT..."

@@ -103,7 +103,8 @@ fn the_domain_imports_no_http_aws_or_storage_code() {
     ];
     let mut offences = Vec::new();
     for (rel, text) in sources().iter().filter(|(r, _)| r.starts_with("domain/")) {
-        let code = code(text);
+        // aws-lc-rs is pure crypto (the webhook HMAC), no AWS service code.
+        let code = code(text).replace("aws_lc_rs::", "");
         for name in forbidden {
             if code.contains(name) {
                 offences.push(format!("{rel} names {name}"));

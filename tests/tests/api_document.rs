@@ -245,6 +245,94 @@ fn every_response_type_matches_its_openapi_schema() {
 }
 
 #[test]
+fn every_alert_response_type_matches_its_openapi_schema() {
+    use proxy_metrics::domain::alert::RuleSpec;
+    use proxy_metrics::domain::alert::eval::State;
+    use proxy_metrics::storage::alerts::{AlertRule, DeliveryAttempt};
+    let doc = document();
+    let now = at("2024-01-15T12:00:00Z");
+    let spec = RuleSpec::from_body(
+        &json!({"name": "errors", "metric": "errorRate", "comparison": "above",
+            "threshold": 10, "webhookUrl": "https://hooks.example.com/alerts"}),
+        false,
+    )
+    .expect("a valid rule");
+    let rule = AlertRule {
+        proxy_id: "edge-eu-1".into(),
+        alert_id: "al-1".into(),
+        spec: spec.clone(),
+        created_at: now,
+        state: State::Firing,
+        state_since: now,
+        sequence: 1,
+        last_value: Some(12.5),
+        last_evaluated_at: Some(now),
+        last_close: Some(now.timestamp_millis()),
+        webhook_disabled: false,
+        sealed_secret: vec![1, 2, 3],
+    };
+    // What a pending first attempt and a retried one look like.
+    let deliveries: Vec<DeliveryBody> = [None, Some(now)]
+        .into_iter()
+        .map(|next| {
+            DeliveryBody::of(&DeliveryAttempt {
+                webhook_id: "msg_al-1_1".into(),
+                event_type: "alert.firing".into(),
+                attempt: 1,
+                at: now,
+                status: "500".into(),
+                next_attempt_at: next,
+            })
+        })
+        .collect();
+
+    let mut problems = Vec::new();
+    // The rule's fields with their defaults are the request's fields.
+    check(&doc, "AlertRuleRequest", &spec, &mut problems);
+    check(&doc, "AlertRule", &AlertBody::of(&rule), &mut problems);
+    check(
+        &doc,
+        "CreateAlertResponse",
+        &CreateAlertResponse {
+            alert: AlertBody::of(&rule),
+            secret: "whsec_x".into(),
+        },
+        &mut problems,
+    );
+    check(
+        &doc,
+        "ListAlertsResponse",
+        &ListAlertsResponse {
+            proxy_id: "edge-eu-1".into(),
+            alerts: vec![AlertBody::of(&rule)],
+            count: 1,
+        },
+        &mut problems,
+    );
+    check(
+        &doc,
+        "TestAlertResponse",
+        &TestAlertResponse {
+            alert_id: "al-1".into(),
+            webhook_id: "msg_al-1_test".into(),
+        },
+        &mut problems,
+    );
+    check(&doc, "Delivery", &deliveries[1], &mut problems);
+    check(
+        &doc,
+        "ListDeliveriesResponse",
+        &ListDeliveriesResponse {
+            alert_id: "al-1".into(),
+            count: deliveries.len(),
+            deliveries,
+        },
+        &mut problems,
+    );
+    assert!(problems.is_empty(), "{problems:#?}");
+}
+
+#[test]
 fn the_comparison_sees_a_renamed_or_missing_field() {
     let doc = document();
     let mut problems = Vec::new();

@@ -1,6 +1,8 @@
 //! End-to-end over HTTP against the running local stack (`scripts/test`
 //! starts it and sets `E2E_API_URL`; `E2E_JWT_SECRET` if not the default).
 
+#[path = "e2e/alerts.rs"]
+mod alerts;
 mod common;
 #[path = "e2e/unknown_routes.rs"]
 mod unknown_routes;

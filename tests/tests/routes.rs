@@ -337,3 +337,43 @@ fn every_function_runs_on_a_current_thread_runtime() {
         );
     }
 }
+
+/// The local stack gives each function the settings the template gives it
+/// (a function that needs one it lacks fails locally as it would deployed),
+/// its documented alerts key, and `ALLOW_LOOPBACK_WEBHOOKS`, which the
+/// template never sets.
+#[test]
+fn local_stack_passes_each_function_the_templates_settings() {
+    assert_eq!(
+        local_stack::LOCAL_ALERTS_SECRET_KEY,
+        proxy_metrics::alerts::secret::LOCAL_SECRET_KEY
+    );
+    let doc = yaml("infra/template.yaml");
+    let text = std::fs::read_to_string(root().join("infra/template.yaml")).unwrap();
+    assert!(!text.contains("ALLOW_LOOPBACK_WEBHOOKS"));
+    let mut checked = BTreeSet::new();
+    for (_, resource) in doc["Resources"].as_mapping().unwrap() {
+        if resource["Type"].as_str() != Some("AWS::Serverless::Function") {
+            continue;
+        }
+        let binary = resource["Metadata"]["BuildProperties"]["Binary"]
+            .as_str()
+            .unwrap();
+        let vars = &resource["Properties"]["Environment"]["Variables"];
+        for name in ["JWT_SECRET", "JWT_ISSUER", "ALERTS_SECRET_KEY"] {
+            assert_eq!(
+                local_stack::function_gets(binary, name),
+                vars.get(name).is_some(),
+                "{binary}: {name}"
+            );
+        }
+        assert_eq!(
+            local_stack::function_gets(binary, "ALLOW_LOOPBACK_WEBHOOKS"),
+            vars.get("ALERTS_SECRET_KEY").is_some(),
+            "{binary}: the functions that send or check webhooks"
+        );
+        assert!(local_stack::function_gets(binary, "TABLE_NAME"));
+        checked.insert(binary.to_string());
+    }
+    assert_eq!(checked, function_crates());
+}

@@ -234,6 +234,38 @@ pub fn spawn_server(
     tokio::spawn(dynoxide::server::serve_on(listener, db))
 }
 
+/// The scheduled aggregation (EventBridge every minute in the template).
+pub const AGGREGATE_FUNCTION: &str = "aggregate-metrics";
+/// The scheduled alert evaluation (EventBridge every minute in the template).
+pub const EVALUATE_ALERTS_FUNCTION: &str = "evaluate-alerts";
+/// The local stack's documented key for sealing webhook secrets (README,
+/// "Alerts"); never a deployment's, which the template resolves from Secrets
+/// Manager.
+pub const LOCAL_ALERTS_SECRET_KEY: &str = "bG9jYWwtc3RhY2stYWxlcnRzLWtleS0zMi1ieXRlcyE=";
+/// Functions that check no token get no JWT settings (as in the template).
+pub const TOKENLESS_FUNCTIONS: &[&str] = &[
+    AGGREGATE_FUNCTION,
+    EVALUATE_ALERTS_FUNCTION,
+    "get-dashboard",
+];
+/// Functions that seal, open or send to webhooks: the only ones given
+/// `ALERTS_SECRET_KEY` (as in the template) and `ALLOW_LOOPBACK_WEBHOOKS`
+/// (the local stack's alone: the template never sets it).
+pub const WEBHOOK_FUNCTIONS: &[&str] = &["create-alert", "test-alert", EVALUATE_ALERTS_FUNCTION];
+
+/// Whether `function` is given the setting `name` (the template's split,
+/// so that a function missing a variable it needs fails here as it would
+/// deployed).
+pub fn function_gets(function: &str, name: &str) -> bool {
+    if name.starts_with("JWT_") {
+        return !TOKENLESS_FUNCTIONS.contains(&function);
+    }
+    if name == "ALERTS_SECRET_KEY" || name == "ALLOW_LOOPBACK_WEBHOOKS" {
+        return WEBHOOK_FUNCTIONS.contains(&function);
+    }
+    true
+}
+
 /// The real time: the local stack (demo tokens, the emulated schedule) runs
 /// on the wall clock, like a deployment.
 #[allow(clippy::disallowed_methods)]

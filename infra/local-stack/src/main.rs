@@ -12,8 +12,13 @@
 //!   the same command as `scripts/test`) started here as Lambda runtime
 //!   clients, `$FUNCTION_INSTANCES` of each, so several clients are served at
 //!   once and nothing compiles on a request;
-//! - the EventBridge schedule emulated by invoking `aggregate-metrics` every
-//!   `$AGGREGATION_INTERVAL_SECONDS` (0 turns it off).
+//! - the EventBridge schedules emulated by invoking `aggregate-metrics` every
+//!   `$AGGREGATION_INTERVAL_SECONDS` and `evaluate-alerts` every
+//!   `$ALERTS_INTERVAL_SECONDS` (60 each; 0 turns one off).
+//!
+//! The alert functions get `ALERTS_SECRET_KEY` (the documented local key
+//! unless set) and `ALLOW_LOOPBACK_WEBHOOKS=1` (unless set otherwise): the
+//! local stack's webhooks may go to `http://127.0.0.1`, a deployment's never.
 //!
 //! The functions get their settings as process environment, unchanged (a
 //! JWKS is JSON with quotes and commas). Ctrl-C (or SIGTERM) stops
@@ -25,14 +30,12 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use local_stack::{AGGREGATE_FUNCTION, EVALUATE_ALERTS_FUNCTION, LOCAL_ALERTS_SECRET_KEY};
 use tokio::process::{Child, Command};
 
 const TABLE_NAME: &str = "proxy-metrics";
 /// The documented local default; never use it in a deployment.
 const DEFAULT_JWT_SECRET: &str = "local-dev-secret-change-me";
-const AGGREGATE_FUNCTION: &str = "aggregate-metrics";
-/// Functions that check no token get no JWT settings (as in the template).
-const TOKENLESS_FUNCTIONS: &[&str] = &[AGGREGATE_FUNCTION, "get-dashboard"];
 /// Settings passed through to the functions unchanged when set.
 const PASSED_THROUGH: &[&str] = &[
     "JWT_SECRET",
@@ -78,6 +81,7 @@ async fn run() -> Result<(), String> {
     let api_port = env_number("API_PORT", 9000)?;
     let dynamodb_port = env_number("DYNAMODB_PORT", 8000)?;
     let interval = env_number("AGGREGATION_INTERVAL_SECONDS", 60)?;
+    let alerts_interval = env_number("ALERTS_INTERVAL_SECONDS", 60)?;
     let instances = env_number("FUNCTION_INSTANCES", 2)?.max(1);
     let data_dir = PathBuf::from(env_or("DATA_DIR", &root.join(".local").to_string_lossy()));
     let jwks_configured = env_set("JWT_JWKS").is_some() || env_set("JWT_JWKS_URL").is_some();
@@ -153,6 +157,14 @@ async fn run() -> Result<(), String> {
     if !jwks_configured {
         function_env.push(("JWT_SECRET".into(), jwt_secret.clone()));
     }
+    function_env.push((
+        "ALERTS_SECRET_KEY".into(),
+        env_or("ALERTS_SECRET_KEY", LOCAL_ALERTS_SECRET_KEY),
+    ));
+    function_env.push((
+        "ALLOW_LOOPBACK_WEBHOOKS".into(),
+        env_or("ALLOW_LOOPBACK_WEBHOOKS", "1"),
+    ));
     for name in PASSED_THROUGH {
         if let Some(value) = env_set(name)
             && !(jwks_configured && *name == "JWT_SECRET")
@@ -192,15 +204,10 @@ async fn run() -> Result<(), String> {
     eprintln!();
 
     let schedule = async {
-        if interval == 0 {
-            return std::future::pending::<()>().await;
-        }
-        let mut tick = tokio::time::interval(Duration::from_secs(interval));
-        tick.tick().await;
-        loop {
-            tick.tick().await;
-            invoke_aggregation(watcher_port).await;
-        }
+        tokio::join!(
+            every(interval, AGGREGATE_FUNCTION, watcher_port),
+            every(alerts_interval, EVALUATE_ALERTS_FUNCTION, watcher_port),
+        );
     };
     let dynamodb_stopped = async {
         match dynamodb {
@@ -314,9 +321,7 @@ impl FunctionPool {
             .envs(
                 self.env
                     .iter()
-                    .filter(|(k, _)| {
-                        !(TOKENLESS_FUNCTIONS.contains(&function) && k.starts_with("JWT_"))
-                    })
+                    .filter(|(k, _)| local_stack::function_gets(function, k))
                     .map(|(k, v)| (k, v)),
             )
             .stdin(Stdio::null())
@@ -371,8 +376,23 @@ async fn shutdown_signal() {
     }
 }
 
+/// Invokes `function` every `seconds` (never when 0), as its EventBridge
+/// schedule would; the first run is one interval after start.
+async fn every(seconds: u64, function: &str, watcher_port: u64) {
+    if seconds == 0 {
+        return std::future::pending::<()>().await;
+    }
+    let mut tick = tokio::time::interval(Duration::from_secs(seconds));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        invoke_scheduled(watcher_port, function).await;
+    }
+}
+
 /// One emulated EventBridge scheduled event through the watcher's invoke API.
-async fn invoke_aggregation(watcher_port: u64) {
+async fn invoke_scheduled(watcher_port: u64, function: &str) {
     let now = local_stack::wall_clock();
     let event = serde_json::json!({
         "version": "0", "id": format!("{:x}", now.timestamp_nanos_opt().unwrap_or_default()),
@@ -380,10 +400,10 @@ async fn invoke_aggregation(watcher_port: u64) {
         "time": now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         "region": "us-east-1", "resources": [], "detail": {}
     });
-    let path = format!("/2015-03-31/functions/{AGGREGATE_FUNCTION}/invocations");
+    let path = format!("/2015-03-31/functions/{function}/invocations");
     match http_post(watcher_port, &path, &event.to_string()).await {
-        Ok(body) => eprintln!("scheduled aggregation: {body}"),
-        Err(e) => eprintln!("scheduled aggregation failed: {e}"),
+        Ok(body) => eprintln!("scheduled {function}: {body}"),
+        Err(e) => eprintln!("scheduled {function} failed: {e}"),
     }
 }
 
