@@ -160,10 +160,10 @@ async fn play(steps: Vec<Step>) -> Result<(u32, u32), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 40, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
 
     #[test]
-    fn every_completed_read_is_exact(steps in prop::collection::vec(step(), 4..28)) {
+    fn every_completed_read_is_exact(steps in prop::collection::vec(step(), 4..24)) {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
