@@ -13,6 +13,7 @@ use crate::error::ApiError;
 use crate::http::{
     App, authenticate, header, owned_proxy, path_param, query_param, respond, success,
 };
+use crate::storage::Recent;
 
 /// The order of every read: the token, its scope, then the input (the
 /// proxy id here, dates in the handler) — all before any storage call — and
@@ -366,17 +367,28 @@ pub async fn get_summary(app: &App, request: Request) -> Response<Body> {
         let windows = SummaryWindows::at(now);
         let from = DateTime::from_timestamp_millis(windows.last_day_from_ms).unwrap_or(now);
         let to = DateTime::from_timestamp_millis(windows.to_ms).unwrap_or(now);
-        let buckets = app.store.read_buckets(&proxy, from, to).await?;
-        let (last_hour, last_24_hours) = windows.fold(&buckets);
         // The latest event and concurrency: from the last 24 hours, else
-        // from the days of the last week.
+        // from the days of the last week (read with the buckets' one pending
+        // query, and only then).
+        let wants_week = |recent: &Recent| {
+            let (_, day) = windows.fold(&recent.buckets);
+            day.last_event_ms.is_none() || day.latest_concurrent.is_none()
+        };
+        let recent = app
+            .store
+            .read_summary(
+                &proxy,
+                now.date_naive(),
+                from,
+                to,
+                LATEST_LOOKBACK_DAYS - 1,
+                &wants_week,
+            )
+            .await?;
+        let (last_hour, last_24_hours) = windows.fold(&recent.buckets);
         let mut latest = last_24_hours.clone();
-        if latest.last_event_ms.is_none() || latest.latest_concurrent.is_none() {
-            let today = now.date_naive();
-            let first = today - Duration::days(LATEST_LOOKBACK_DAYS - 1);
-            for day in app.store.read_days(&proxy, first, today).await?.values() {
-                latest.merge(&day.stats);
-            }
+        for day in recent.days.values() {
+            latest.merge(&day.stats);
         }
         success(
             app,

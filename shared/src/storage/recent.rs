@@ -33,9 +33,37 @@ impl Store {
         to: DateTime<Utc>,
     ) -> Result<BTreeMap<i64, Bucket>, StorageError> {
         let recent = self
-            .read_recent_from(&proxy.proxy_id, proxy.fold_epoch, None, from, to, 0)
+            .read_recent_from(
+                &proxy.proxy_id,
+                proxy.fold_epoch,
+                from,
+                to,
+                &RecentRead::buckets(),
+            )
             .await?;
         Ok(recent.buckets)
+    }
+
+    /// What the summary needs: the buckets of `[from, to]` and — only when
+    /// `lookback_when` says so of them — the days `today - lookback_days ..=
+    /// today`, with one pending query for all.
+    pub async fn read_summary(
+        &self,
+        proxy: &Proxy,
+        today: NaiveDate,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        lookback_days: i64,
+        lookback_when: &(dyn Fn(&Recent) -> bool + Send + Sync),
+    ) -> Result<Recent, StorageError> {
+        let read = RecentRead {
+            today: Some(today),
+            today_up_front: false,
+            lookback_days,
+            lookback_when,
+        };
+        self.read_recent_from(&proxy.proxy_id, proxy.fold_epoch, from, to, &read)
+            .await
     }
 
     /// What a scrape needs of one proxy, reflecting every event recorded
@@ -53,7 +81,23 @@ impl Store {
         lookback_days: i64,
     ) -> Result<Recent, StorageError> {
         let epoch = self.fold_epoch(proxy_id).await?;
-        self.read_recent_from(proxy_id, epoch, Some(today), from, to, lookback_days)
+        let nothing_seen = |recent: &Recent| {
+            !(recent
+                .days
+                .values()
+                .any(|d| d.stats.last_event_ms.is_some())
+                || recent
+                    .buckets
+                    .values()
+                    .any(|b| b.stats.last_event_ms.is_some()))
+        };
+        let read = RecentRead {
+            today: Some(today),
+            today_up_front: true,
+            lookback_days,
+            lookback_when: &nothing_seen,
+        };
+        self.read_recent_from(proxy_id, epoch, from, to, &read)
             .await
     }
 
@@ -61,19 +105,21 @@ impl Store {
         &self,
         proxy_id: &str,
         mut epoch: u64,
-        today: Option<NaiveDate>,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
-        lookback_days: i64,
+        read: &RecentRead<'_>,
     ) -> Result<Recent, StorageError> {
+        let (today, lookback_days) = (read.today, read.lookback_days);
         let first = bucket_of(from);
         let last = bucket_of(to);
         for _ in 0..READ_ATTEMPTS {
             let mut budget = PendingBudget::default();
             // I: today's item and the buckets; then P: their days' chunks.
             let stored_today = match today {
-                Some(today) => self.stored_days(proxy_id, today, today).await?,
-                None => BTreeMap::new(),
+                Some(today) if read.today_up_front => {
+                    self.stored_days(proxy_id, today, today).await?
+                }
+                _ => BTreeMap::new(),
             };
             let stored_buckets = self.stored_buckets(proxy_id, first, last).await?;
             let mut recent = Recent::default();
@@ -101,14 +147,16 @@ impl Store {
             let mut older_chunks: Vec<PendingChunk> = Vec::new();
             self.visit_pending(proxy_id, span_start, span_end, |chunk| {
                 budget.take(proxy_id, &chunk)?;
-                if today.is_some_and(|t| chunk.day < t) {
+                if today.is_some_and(|t| chunk.day < t || (!read.today_up_front && chunk.day == t))
+                {
                     if chunk.day < first.0 {
                         older_chunks.push(chunk);
                         return Ok(());
                     }
                     older_chunks.push(chunk.clone());
                 }
-                let wants_day = today == Some(chunk.day)
+                let wants_day = read.today_up_front
+                    && today == Some(chunk.day)
                     && !day_folded
                         .get(&chunk.day)
                         .is_some_and(|f| f.contains(chunk.identity()));
@@ -141,20 +189,16 @@ impl Store {
                 Ok(())
             })
             .await?;
-            let seen = recent
-                .days
-                .values()
-                .any(|d| d.stats.last_event_ms.is_some())
-                || recent
-                    .buckets
-                    .values()
-                    .any(|b| b.stats.last_event_ms.is_some());
             if let Some(today) = today
-                && !seen
                 && lookback_days > 0
+                && (read.lookback_when)(&recent)
             {
                 let start = today - chrono::Duration::days(lookback_days);
-                let end = today - chrono::Duration::days(1);
+                let end = if read.today_up_front {
+                    today - chrono::Duration::days(1)
+                } else {
+                    today
+                };
                 let stored = self.stored_days(proxy_id, start, end).await?;
                 let folded: HashMap<NaiveDate, HashSet<&str>> = stored
                     .iter()
@@ -191,5 +235,27 @@ impl Store {
         Err(StorageError::Unavailable(format!(
             "{proxy_id}: the buckets kept being folded during the read"
         )))
+    }
+}
+
+/// What a read of the recent past takes besides the buckets.
+struct RecentRead<'a> {
+    today: Option<NaiveDate>,
+    /// Today's day item is read with the buckets (a scrape shows it);
+    /// otherwise only with the lookback's days.
+    today_up_front: bool,
+    lookback_days: i64,
+    /// Whether the days of the lookback are wanted, given what was read.
+    lookback_when: &'a (dyn Fn(&Recent) -> bool + Send + Sync),
+}
+
+impl RecentRead<'static> {
+    fn buckets() -> Self {
+        Self {
+            today: None,
+            today_up_front: false,
+            lookback_days: 0,
+            lookback_when: &|_| false,
+        }
     }
 }
