@@ -26,6 +26,13 @@ pub struct Lines {
     pub read: AtomicU64,
     pub parsed: AtomicU64,
     pub malformed: AtomicU64,
+    /// Lines written to a rotated log after its grace period and last read
+    /// ([`Sink::lost`]): never read as `read`, dropped with cause
+    /// `rotated_away`.
+    pub rotated_away: AtomicU64,
+    /// Those of them that parse into an observation: the observations
+    /// dropped with cause `rotated_away` (beside the reporter's causes).
+    pub observations_rotated_away: AtomicU64,
 }
 
 impl Lines {
@@ -36,6 +43,27 @@ impl Lines {
             self.parsed.load(Ordering::Relaxed),
             self.malformed.load(Ordering::Relaxed),
         )
+    }
+
+    /// Lines, and observations, dropped because their file had rotated away.
+    pub fn rotated_away(&self) -> (u64, u64) {
+        (
+            self.rotated_away.load(Ordering::Relaxed),
+            self.observations_rotated_away.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// Counts a line lost with its rotated file: the line, and the observation
+/// it would have been (parsed like any line, but not counted as read).
+pub fn count_lost(line: Line<'_>, format: &Format, lines: &Lines) {
+    lines.rotated_away.fetch_add(1, Ordering::Relaxed);
+    if let Line::Text(bytes) = line
+        && let Ok(Some(_)) = parse::parse_line(format, &String::from_utf8_lossy(bytes))
+    {
+        lines
+            .observations_rotated_away
+            .fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -275,6 +303,10 @@ impl Sink for Feed<'_> {
         }
         self.look(true);
     }
+
+    fn lost(&mut self, line: Line<'_>) {
+        count_lost(line, &self.hub.format, &self.hub.lines);
+    }
 }
 
 impl Feed<'_> {
@@ -328,6 +360,20 @@ mod tests {
             fingerprint: Fingerprint { len: 3, hash: 4 },
             offset,
         }
+    }
+
+    /// Lines lost with a rotated file are counted as such, with the
+    /// observations they would have been, and not as lines read.
+    #[test]
+    fn a_line_lost_with_its_rotated_file_is_counted_as_a_drop_not_as_read() {
+        let lines = Lines::default();
+        let good = br#"10.0.0.1 - - [15/Jan/2024:10:04:05 +0000] "GET / HTTP/1.1" 502 552 "-" "curl/8" 0.1"#;
+        count_lost(Line::Text(good), &Format::Nginx, &lines);
+        count_lost(Line::Text(b"10.0.0.1 - - [15/Jan/2"), &Format::Nginx, &lines);
+        count_lost(Line::TooLong, &Format::Nginx, &lines);
+        count_lost(Line::Text(b""), &Format::Nginx, &lines);
+        assert_eq!(lines.rotated_away(), (4, 1), "4 lines, 1 of them a request");
+        assert_eq!(lines.get(), (0, 0, 0), "none of them was read");
     }
 
     #[test]

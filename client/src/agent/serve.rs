@@ -24,7 +24,9 @@ use crate::{Reporter, Stats};
 pub const UNHEALTHY_AFTER: Duration = Duration::from_secs(300);
 
 /// The exposition of `/metrics`.
-pub fn render_metrics(lines: (u64, u64, u64), s: &Stats) -> String {
+pub fn render_metrics(counts: &Lines, s: &Stats) -> String {
+    let lines = counts.get();
+    let (lines_rotated_away, observations_rotated_away) = counts.rotated_away();
     let mut out = String::new();
     let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
         let _ = writeln!(out, "# HELP proxy_metrics_agent_{name} {help}");
@@ -50,6 +52,12 @@ pub fn render_metrics(lines: (u64, u64, u64), s: &Stats) -> String {
         "counter",
         "Log lines skipped as malformed.",
         &[("", lines.2)],
+    );
+    metric(
+        "lines_dropped_total",
+        "counter",
+        "Log lines lost, by cause (rotated_away: written to a rotated log after --rotate-wait).",
+        &[("{cause=\"rotated_away\"}", lines_rotated_away)],
     );
     metric(
         "observations_sent_total",
@@ -98,6 +106,7 @@ pub fn render_metrics(lines: (u64, u64, u64), s: &Stats) -> String {
             ("{cause=\"stale\"}", s.dropped_stale),
             ("{cause=\"gave_up\"}", s.dropped_gave_up),
             ("{cause=\"shutdown\"}", s.dropped_shutdown),
+            ("{cause=\"rotated_away\"}", observations_rotated_away),
         ],
     );
     metric(
@@ -150,7 +159,7 @@ pub async fn serve(listener: TcpListener, reporter: Reporter, lines: Arc<Lines>)
             let path = request.split_whitespace().nth(1).unwrap_or("");
             let stats = reporter.stats();
             let (status, body) = match path {
-                "/metrics" => ("200 OK", render_metrics(lines.get(), &stats)),
+                "/metrics" => ("200 OK", render_metrics(&lines, &stats)),
                 "/healthz" if healthy(&stats, SystemClock.now().timestamp_millis(), started_ms) => {
                     ("200 OK", "ok\n".to_owned())
                 }
@@ -185,7 +194,14 @@ mod tests {
             last_acknowledged_ms: 1_000_000,
             ..Stats::default()
         };
-        let text = render_metrics((10, 9, 1), &s);
+        let lines = Lines {
+            read: 10.into(),
+            parsed: 9.into(),
+            malformed: 1.into(),
+            rotated_away: 4.into(),
+            observations_rotated_away: 3.into(),
+        };
+        let text = render_metrics(&lines, &s);
         assert!(
             text.contains("proxy_metrics_agent_lines_read_total 10\n"),
             "{text}"
@@ -196,6 +212,12 @@ mod tests {
         );
         assert!(
             text.contains("proxy_metrics_agent_observations_dropped_total{cause=\"stale\"} 2\n")
+        );
+        assert!(text.contains(
+            "proxy_metrics_agent_observations_dropped_total{cause=\"rotated_away\"} 3\n"
+        ));
+        assert!(
+            text.contains("proxy_metrics_agent_lines_dropped_total{cause=\"rotated_away\"} 4\n")
         );
         assert!(text.contains("proxy_metrics_agent_last_acknowledged_seconds 1000\n"));
         assert!(healthy(&s, 1_000_000 + 299_000, 0));

@@ -59,6 +59,105 @@ impl Reading {
     }
 }
 
+/// A rotated file after its grace period and its last read: no longer
+/// delivered from (the position has moved to the new file), but held open
+/// until the next rotation or the reader's end, so that what a proxy still
+/// writes to it (workers that did not reopen in time) is counted as lost,
+/// by line, instead of vanishing unseen. One such file at a time: an fd on
+/// a rotated file, deleted or not, is held no longer than one rotation.
+struct Retired {
+    file: File,
+    /// Offset up to which the file was read (delivered, or counted lost).
+    read_to: u64,
+    /// Cuts what is counted into lines, as the reader would have.
+    splitter: Splitter,
+    lost: u64,
+}
+
+impl Retired {
+    /// Counts what was appended since the last look.
+    fn look(&mut self, buf: &mut [u8], sink: &mut dyn Sink) -> io::Result<()> {
+        let len = self.file.metadata()?.len();
+        if len < self.read_to {
+            // Truncated under us: only what is written from now on counts.
+            self.read_to = self.file.seek(SeekFrom::End(0))?;
+            self.splitter.reset();
+        }
+        if len == self.read_to {
+            return Ok(());
+        }
+        let before = self.lost;
+        loop {
+            let n = read_some(&mut self.file, buf)?;
+            if n == 0 {
+                break;
+            }
+            self.read_to += n as u64;
+            let lost = &mut self.lost;
+            self.splitter.feed(&buf[..n], &mut |line, _| {
+                *lost += 1;
+                sink.lost(line);
+            });
+        }
+        if before == 0 && self.lost > 0 {
+            warn!(
+                "lines were written to a rotated log after --rotate-wait ended; they are counted as dropped (cause rotated_away): raise --rotate-wait, or make the proxy reopen its log sooner"
+            );
+        }
+        Ok(())
+    }
+
+    /// The last look: a partial last line counts as a lost line too.
+    fn close(mut self, buf: &mut [u8], sink: &mut dyn Sink) -> io::Result<()> {
+        self.look(buf, sink)?;
+        self.splitter.finish(&mut |line, _| sink.lost(line));
+        Ok(())
+    }
+}
+
+/// The end of a rotated file's grace period: it is read one last time to
+/// its end (the proxy may have written since the last poll), its partial
+/// last line taken as a line — unless the file was truncated under it,
+/// which took the piece away — and the file kept as [`Retired`], with the
+/// position at its end.
+fn retire(
+    mut reading: Reading,
+    splitter: &mut Splitter,
+    buf: &mut [u8],
+    sink: &mut dyn Sink,
+) -> io::Result<(Retired, Position)> {
+    loop {
+        let n = read_some(&mut reading.file, buf)?;
+        if n == 0 {
+            break;
+        }
+        reading.grow_fingerprint()?;
+        let r = &reading;
+        splitter.feed(&buf[..n], &mut |line, after| {
+            sink.line(line, Some(&r.position(after)))
+        });
+    }
+    let len = reading.file.metadata()?.len();
+    let mut read_to = reading.base + splitter.fed();
+    if reading.truncated(len, read_to)? {
+        splitter.reset();
+        read_to = reading.file.seek(SeekFrom::End(0))?;
+    }
+    let r = &reading;
+    splitter.finish(&mut |line, after| sink.line(line, Some(&r.position(after))));
+    let end = Position {
+        offset: read_to,
+        ..reading.position(0)
+    };
+    let retired = Retired {
+        file: reading.file,
+        read_to,
+        splitter: Splitter::new(splitter.max()),
+        lost: 0,
+    };
+    Ok((retired, end))
+}
+
 /// Where to start: the saved position when its file is still there (under
 /// the log's path, or renamed beside it: then that file is finished first,
 /// as if it had just rotated), else the start or the end.
@@ -98,6 +197,24 @@ pub(super) fn follow_file(
     control: &Control,
     sink: &mut dyn Sink,
 ) -> io::Result<()> {
+    let mut retired = None;
+    let result = follow(path, options, control, sink, &mut retired);
+    // Whatever reached the rotated file since the last poll is counted.
+    if let Some(old) = retired
+        && let Err(e) = old.close(&mut vec![0; READ_BUFFER], sink)
+    {
+        warn!(path = %path.display(), error = %e, "could not look at the rotated log a last time");
+    }
+    result
+}
+
+fn follow(
+    path: &Path,
+    options: &TailOptions,
+    control: &Control,
+    sink: &mut dyn Sink,
+    retired: &mut Option<Retired>,
+) -> io::Result<()> {
     let (file, created) = match &options.opened {
         // Held since the agent started: the path may name another file by
         // now, which the loop below sees as a rotation.
@@ -131,33 +248,33 @@ pub(super) fn follow_file(
             return Ok(());
         }
         std::thread::sleep(options.poll);
+        if let Some(old) = retired
+            && let Err(e) = old.look(&mut buf, sink)
+        {
+            warn!(path = %path.display(), error = %e, "could not look at the rotated log; letting it go");
+            *retired = None;
+        }
         if let Some(since) = rotated_at {
             if since.elapsed() < options.rotate_wait {
                 continue;
             }
             match File::open(path) {
                 Ok(new) => {
-                    // The old file is done: its partial last line is all
-                    // it will ever hold — unless the file was truncated
-                    // under it, which took the piece away.
-                    let len = reading.file.metadata()?.len();
-                    if reading.truncated(len, reading.base + splitter.fed())? {
-                        splitter.reset();
+                    let old = std::mem::replace(&mut reading, Reading::at(new, 0)?);
+                    if let Some(older) = retired.take() {
+                        older.close(&mut buf, sink)?;
                     }
-                    let r = &reading;
-                    splitter.finish(&mut |line, after| sink.line(line, Some(&r.position(after))));
-                    reading = Reading::at(new, 0)?;
+                    *retired = Some(retire(old, &mut splitter, &mut buf, sink)?.0);
                     rotated_at = None;
                     info!(path = %path.display(), "log rotated; following the new file from its start");
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound && options.finish_when_gone => {
-                    let len = reading.file.metadata()?.len();
-                    if reading.truncated(len, reading.base + splitter.fed())? {
-                        splitter.reset();
+                    if let Some(older) = retired.take() {
+                        older.close(&mut buf, sink)?;
                     }
-                    let r = &reading;
-                    splitter.finish(&mut |line, after| sink.line(line, Some(&r.position(after))));
-                    sink.idle(Some(&reading.position(splitter.committed())));
+                    let (old, end) = retire(reading, &mut splitter, &mut buf, sink)?;
+                    *retired = Some(old);
+                    sink.idle(Some(&end));
                     info!(path = %path.display(), "log gone; finished its file");
                     return Ok(());
                 }

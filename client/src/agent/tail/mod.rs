@@ -9,8 +9,12 @@
 //!   path now names another file (device/inode differ). The old file is
 //!   still read for `rotate_wait` (10 s, like Fluent Bit's `Rotate_Wait`):
 //!   nginx writes to it until its workers have reopened their logs. Then
-//!   its last partial line (if any) is taken as a line and the new file is
-//!   read from its start.
+//!   it is read one last time to its end (what was written since the last
+//!   poll is delivered), its last partial line (if any) is taken as a line
+//!   and the new file is read from its start. The old file stays open,
+//!   unread, until the next rotation or the reader's end: whatever is still
+//!   written to it after that last read is read only to be counted as lost
+//!   ([`Sink::lost`]), never silently gone.
 //! - **copytruncate**: the file shrank below what was read, or its first
 //!   bytes changed (it was truncated and written past our offset between
 //!   two polls); read it again from its start. Lines written between
@@ -142,6 +146,11 @@ pub trait Sink {
     /// The reader is at the end of what is written, at `at` (a line's
     /// start). Called before each poll's wait.
     fn idle(&mut self, _at: Option<&Position>) {}
+    /// A line written to a rotated file after its grace period ended and
+    /// its last read (a proxy that never reopened its log): it cannot be
+    /// delivered any more — the position has moved to the new file — only
+    /// counted as lost.
+    fn lost(&mut self, _line: Line<'_>) {}
 }
 
 impl<F: FnMut(Line<'_>)> Sink for F {

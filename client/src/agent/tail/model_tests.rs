@@ -5,7 +5,10 @@
 //! directory followed by the real tailer, and to a model that says which
 //! lines a reader must deliver: every complete line once, in order; a
 //! partial line only once completed, or when its file is rotated away; a
-//! restart resumes after the last line delivered.
+//! restart resumes after the last line delivered. Lines written to a
+//! rotated file after the reader has switched to the new one (a proxy
+//! that has not reopened its log) must be counted as lost ([`Sink::lost`]),
+//! each one, in order — delivered or counted, never silently gone.
 //!
 //! Rotation and truncation happen once the tailer has caught up and
 //! follows the current file (two renames within the grace period, or a
@@ -31,6 +34,9 @@ enum Op {
     /// The rest of the pending piece and its newline.
     EndLine,
     Rename,
+    /// Whole lines written to the last rotated file, after the tailer has
+    /// left it for the new one.
+    LateLines(u8),
     Truncate,
     Restart,
 }
@@ -41,6 +47,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (1u8..20).prop_map(Op::Piece),
         2 => Just(Op::EndLine),
         1 => Just(Op::Rename),
+        1 => (1u8..4).prop_map(Op::LateLines),
         1 => Just(Op::Truncate),
         1 => Just(Op::Restart),
     ]
@@ -50,6 +57,7 @@ fn op() -> impl Strategy<Value = Op> {
 #[derive(Default)]
 struct Seen {
     lines: Vec<String>,
+    lost: Vec<String>,
     last: Option<Position>,
     idle_at: Option<Position>,
 }
@@ -63,6 +71,13 @@ impl Sink for Collect {
             seen.lines.push(String::from_utf8_lossy(t).into_owned());
         }
         seen.last = after.copied();
+    }
+
+    fn lost(&mut self, line: Line<'_>) {
+        let mut seen = self.0.lock().unwrap();
+        if let Line::Text(t) = line {
+            seen.lost.push(String::from_utf8_lossy(t).into_owned());
+        }
     }
 
     fn idle(&mut self, at: Option<&Position>) {
@@ -125,6 +140,10 @@ fn experiment(ops: &[Op]) {
     let mut piece = String::new();
     let mut next = 0u32;
     let mut rotations = 0;
+    // Lines written to a rotated file after the switch: counted as lost.
+    let mut lost: Vec<String> = Vec::new();
+    // The file the running tailer left last (it holds it to count them).
+    let mut left: Option<PathBuf> = None;
     let seen = Arc::new(Mutex::new(Seen::default()));
     let mut tailer = start(&log, &seen, None);
     // Caught up with every complete line, on the current file.
@@ -163,13 +182,27 @@ fn experiment(ops: &[Op]) {
             Op::Rename => {
                 settled(&expected, &seen);
                 rotations += 1;
-                std::fs::rename(&log, dir.join(format!("access.log.{rotations}"))).unwrap();
+                let old = dir.join(format!("access.log.{rotations}"));
+                std::fs::rename(&log, &old).unwrap();
+                left = Some(old);
                 append(&log, "");
                 // The rotated file's piece is all it will ever hold: a line.
                 if !piece.is_empty() {
                     expected.push(std::mem::take(&mut piece));
                 }
                 settled(&expected, &seen);
+            }
+            Op::LateLines(n) => {
+                // Known to the tailer that left it; a restarted one never
+                // saw it (its position is in the new file): not modelled.
+                if let Some(old) = &left {
+                    for _ in 0..*n {
+                        let line = format!("late {next}");
+                        next += 1;
+                        append(old, &format!("{line}\n"));
+                        lost.push(line);
+                    }
+                }
             }
             Op::Truncate => {
                 settled(&expected, &seen);
@@ -195,6 +228,7 @@ fn experiment(ops: &[Op]) {
                 tailer.handle.join().unwrap().unwrap();
                 let at = seen.lock().unwrap().last;
                 seen.lock().unwrap().idle_at = None;
+                left = None;
                 tailer = start(&log, &seen, at);
             }
         }
@@ -208,6 +242,8 @@ fn experiment(ops: &[Op]) {
     tailer.handle.join().unwrap().unwrap();
     let got = std::mem::take(&mut seen.lock().unwrap().lines);
     assert_eq!(got, expected, "ops: {ops:?}");
+    let got_lost = std::mem::take(&mut seen.lock().unwrap().lost);
+    assert_eq!(got_lost, lost, "lost lines; ops: {ops:?}");
     let _ = std::fs::remove_dir_all(dir);
 }
 

@@ -7,6 +7,11 @@ pub(super) struct Splitter {
     pending: Vec<u8>,
     overlong: bool,
     max: usize,
+    /// The longest line it takes.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
     /// Bytes fed since the start (or the last reset).
     fed: u64,
     /// Offset after the last complete line: where reading resumes.

@@ -271,3 +271,101 @@ fn a_log_rotated_before_reading_starts_is_read_from_the_file_opened_at_start() {
     handle.join().unwrap().unwrap();
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// Drives a rotation from the reader's own thread (its `idle` runs just
+/// before each poll's wait), so that every write lands at a known point:
+/// after the last poll of the grace period, and after the switch.
+struct LateWrites<'a> {
+    control: &'a Control,
+    log: PathBuf,
+    old: PathBuf,
+    old_ino: u64,
+    step: u32,
+    idles: u32,
+    lines: Vec<String>,
+    lost: Vec<String>,
+}
+
+fn text(line: Line<'_>) -> String {
+    match line {
+        Line::Text(t) => String::from_utf8_lossy(t).into_owned(),
+        Line::TooLong => "<too long>".into(),
+    }
+}
+
+impl Sink for LateWrites<'_> {
+    fn line(&mut self, line: Line<'_>, _: Option<&Position>) {
+        self.lines.push(text(line));
+    }
+
+    fn lost(&mut self, line: Line<'_>) {
+        self.lost.push(text(line));
+    }
+
+    fn idle(&mut self, at: Option<&Position>) {
+        self.idles += 1;
+        if self.idles > 2000 {
+            // ten seconds of polls: the scenario is stuck; the asserts tell
+            self.control.stop();
+        }
+        let on_old = at.is_some_and(|p| p.ino == self.old_ino);
+        match self.step {
+            // caught up on the first file: rotate it (mv + a new file)
+            0 if on_old && self.lines.len() == 1 => {
+                std::fs::rename(&self.log, &self.old).unwrap();
+                append(&self.log, "");
+            }
+            // the rotation was noticed at the last poll and the grace
+            // period (0) is over: the next thing it does is to switch
+            1 if on_old => append(&self.old, "late in grace\npart"),
+            // switched to the new file: the old one is retired
+            2 if !on_old => append(&self.old, "after grace 1\nafter grace 2\npar"),
+            3 => append(&self.old, "tial\n"),
+            // ending: written after the last poll, counted at the end
+            4 => {
+                append(&self.old, "final\nlast");
+                self.control.stop();
+            }
+            _ => return,
+        }
+        self.step += 1;
+    }
+}
+
+/// The end of a rotated file's grace period: what reached it since the
+/// last poll is read once more and delivered (its partial last line taken
+/// as a line); what is written to it later — a proxy that has not
+/// reopened — is counted as lost, line by line, partial last one included:
+/// never silently gone. (Before, "late in grace" and "part" were lost and
+/// nothing after the switch was seen at all.)
+#[test]
+fn a_rotated_file_is_read_to_its_end_at_its_grace_end_and_later_lines_counted_lost() {
+    let dir = temp_dir("late");
+    let log = dir.join("access.log");
+    append(&log, "one\n");
+    let control = Control::default();
+    let mut sink = LateWrites {
+        control: &control,
+        old_ino: std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&log).unwrap()),
+        old: dir.join("access.log.1"),
+        log: log.clone(),
+        step: 0,
+        idles: 0,
+        lines: Vec::new(),
+        lost: Vec::new(),
+    };
+    let options = TailOptions {
+        from_start: true,
+        poll: Duration::from_millis(5),
+        rotate_wait: Duration::ZERO,
+        ..TailOptions::default()
+    };
+    run(&Source::File(log), &options, &control, &mut sink).unwrap();
+    assert_eq!(sink.step, 5, "the scenario ran to its end");
+    assert_eq!(sink.lines, ["one", "late in grace", "part"]);
+    assert_eq!(
+        sink.lost,
+        ["after grace 1", "after grace 2", "partial", "final", "last"]
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}

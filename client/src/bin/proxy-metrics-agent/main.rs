@@ -46,13 +46,17 @@ fn reload_token(args: &Args, reporter: &Reporter, why: &str) {
     }
 }
 
+/// What the progress line shows: line counts, lines and observations lost
+/// with a rotated file, the reporter's counters.
+type Progress = ((u64, u64, u64), (u64, u64), Stats);
+
 /// One line of progress, when anything moved: every drop cause by name.
-fn log_progress(lines: &Lines, reporter: &Reporter, last: &mut Option<((u64, u64, u64), Stats)>) {
-    let now = (lines.get(), reporter.stats());
+fn log_progress(lines: &Lines, reporter: &Reporter, last: &mut Option<Progress>) {
+    let now = (lines.get(), lines.rotated_away(), reporter.stats());
     if last.as_ref() == Some(&now) {
         return;
     }
-    let ((read, parsed, malformed), s) = now;
+    let ((read, parsed, malformed), (lines_rotated_away, rotated_away), s) = now;
     *last = Some(now);
     info!(
         lines_read = read,
@@ -61,13 +65,15 @@ fn log_progress(lines: &Lines, reporter: &Reporter, last: &mut Option<((u64, u64
         sent = s.sent,
         pending = s.pending,
         buffered = s.buffered,
-        dropped = s.dropped(),
+        dropped = s.dropped() + rotated_away,
         dropped_buffer_full = s.dropped_buffer_full,
         dropped_rejected = s.dropped_rejected,
         dropped_conflict = s.dropped_conflict,
         dropped_stale = s.dropped_stale,
         dropped_gave_up = s.dropped_gave_up,
         dropped_shutdown = s.dropped_shutdown,
+        dropped_rotated_away = rotated_away,
+        lines_rotated_away,
         unauthorized = s.unauthorized,
         retries = s.retries,
         duplicates = s.duplicates,
@@ -274,16 +280,22 @@ async fn main() -> ExitCode {
         _ = sigint.recv() => return second_signal(),
     };
     let (read, parsed, malformed) = lines.get();
+    let (lines_rotated_away, rotated_away) = lines.rotated_away();
     info!(
         lines_read = read,
         lines_parsed = parsed,
         lines_malformed = malformed,
+        lines_rotated_away,
+        dropped_rotated_away = rotated_away,
         stats = %serde_json::to_string(&stats).unwrap_or_default(),
         "proxy-metrics-agent stopped"
     );
-    if stats.dropped() > 0 {
+    // A line lost with its rotated file is data dropped, even one that
+    // would not have parsed.
+    if stats.dropped() > 0 || lines_rotated_away > 0 {
         error!(
-            dropped = stats.dropped(),
+            dropped = stats.dropped() + rotated_away,
+            lines_rotated_away,
             "observations were lost (see the drop causes above); exiting with status {EXIT_DROPPED}"
         );
         return ExitCode::from(EXIT_DROPPED);
