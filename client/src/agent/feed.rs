@@ -369,7 +369,11 @@ mod tests {
         let lines = Lines::default();
         let good = br#"10.0.0.1 - - [15/Jan/2024:10:04:05 +0000] "GET / HTTP/1.1" 502 552 "-" "curl/8" 0.1"#;
         count_lost(Line::Text(good), &Format::Nginx, &lines);
-        count_lost(Line::Text(b"10.0.0.1 - - [15/Jan/2"), &Format::Nginx, &lines);
+        count_lost(
+            Line::Text(b"10.0.0.1 - - [15/Jan/2"),
+            &Format::Nginx,
+            &lines,
+        );
         count_lost(Line::TooLong, &Format::Nginx, &lines);
         count_lost(Line::Text(b""), &Format::Nginx, &lines);
         assert_eq!(lines.rotated_away(), (4, 1), "4 lines, 1 of them a request");

@@ -7,11 +7,6 @@ pub(super) struct Splitter {
     pending: Vec<u8>,
     overlong: bool,
     max: usize,
-    /// The longest line it takes.
-    pub fn max(&self) -> usize {
-        self.max
-    }
-
     /// Bytes fed since the start (or the last reset).
     fed: u64,
     /// Offset after the last complete line: where reading resumes.
@@ -31,6 +26,11 @@ impl Splitter {
             fed: 0,
             committed: 0,
         }
+    }
+
+    /// The longest line it takes.
+    pub fn max(&self) -> usize {
+        self.max
     }
 
     /// Bytes fed since the start (or the last reset).

@@ -369,3 +369,69 @@ fn a_rotated_file_is_read_to_its_end_at_its_grace_end_and_later_lines_counted_lo
     );
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// Lines, and a script run on the reader's thread at each `idle` (given
+/// the lines so far; `true`: stop reading).
+struct OnIdle<'a, F: FnMut(&[String]) -> bool> {
+    control: &'a Control,
+    lines: Vec<String>,
+    idles: u32,
+    script: F,
+}
+
+impl<F: FnMut(&[String]) -> bool> Sink for OnIdle<'_, F> {
+    fn line(&mut self, line: Line<'_>, _: Option<&Position>) {
+        self.lines.push(text(line));
+    }
+
+    fn idle(&mut self, _: Option<&Position>) {
+        self.idles += 1;
+        // 2000 polls: the scenario is stuck; the asserts tell
+        if (self.script)(&self.lines) || self.idles > 2000 {
+            self.control.stop();
+        }
+    }
+}
+
+/// Copytruncate where the file is written past what was read before the
+/// reader looks again: not shorter, but its first bytes changed — read
+/// again from its start, not from the old offset (which would skip
+/// "bbbb 1" and "bbbb 2").
+#[test]
+fn a_truncated_file_written_past_the_offset_is_told_by_its_first_bytes() {
+    let dir = temp_dir("fingerprint");
+    let log = dir.join("access.log");
+    append(&log, "aaaa 1\naaaa 2\n");
+    let control = Control::default();
+    let mut rewritten = false;
+    let mut sink = OnIdle {
+        control: &control,
+        lines: Vec::new(),
+        idles: 0,
+        script: |lines: &[String]| {
+            if lines.len() == 2 && !rewritten {
+                // truncated and written past the offset between two polls
+                std::fs::write(&log, "bbbb 1\nbbbb 2\nbbbb 3\n").unwrap();
+                rewritten = true;
+            }
+            lines.len() >= 5
+        },
+    };
+    let options = TailOptions {
+        from_start: true,
+        poll: Duration::from_millis(5),
+        ..TailOptions::default()
+    };
+    run(
+        &Source::File(dir.join("access.log")),
+        &options,
+        &control,
+        &mut sink,
+    )
+    .unwrap();
+    assert_eq!(
+        sink.lines,
+        ["aaaa 1", "aaaa 2", "bbbb 1", "bbbb 2", "bbbb 3"]
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
