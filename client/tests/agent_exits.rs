@@ -1,5 +1,6 @@
 //! The agent's signals and exit statuses (issue 24): SIGHUP never kills, a
-//! missing LOG is an error, and losing data is a non-zero exit.
+//! missing LOG is an error, and losing data (lines of a log rotated away
+//! included) is a non-zero exit.
 
 mod common;
 
@@ -85,6 +86,51 @@ fn lost_observations_make_a_non_zero_exit() {
     assert_eq!(status.code(), Some(3), "{stderr}");
     assert!(stderr.contains("dropped_shutdown"), "{stderr}");
     assert!(stderr.contains("observations were lost"), "{stderr}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Lines written to a rotated log after its grace period and last read
+/// cannot be delivered: they are counted (cause `rotated_away`, in lines
+/// and in the requests they hold) and the exit status says data was lost.
+#[test]
+fn lines_written_to_a_log_rotated_away_are_counted_and_make_a_non_zero_exit() {
+    let dir = temp_dir("rotated-away");
+    let (log, old) = (dir.join("access.log"), dir.join("access.log.1"));
+    let end = now() - chrono::Duration::seconds(2);
+    let (before, totals) = nginx_log(5, end, chrono::Duration::seconds(5), 1);
+    write(&log, &before);
+    let agent = Agent::spawn(
+        &[
+            "--dry-run",
+            "--from-start",
+            "--no-state",
+            "--poll-ms",
+            "20",
+            "--rotate-wait",
+            "0.05",
+            log.to_str().unwrap(),
+        ],
+        &[("PROXY_ID", "edge-rotated-away")],
+    );
+    agent.wait_started();
+    std::fs::rename(&log, &old).unwrap();
+    write(&log, "");
+    agent.wait_for_log("following the new file from its start");
+    // nginx's workers not reopened yet: still writing to the old file
+    let (late, _) = nginx_log(3, end, chrono::Duration::seconds(5), 2);
+    let mut file = std::fs::OpenOptions::new().append(true).open(&old).unwrap();
+    std::io::Write::write_all(&mut file, late.as_bytes()).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    agent.sigterm();
+    let (status, stdout, stderr) = agent.wait(Duration::from_secs(30));
+    assert_eq!(status.code(), Some(3), "{stderr}");
+    assert_eq!(totals_of_batches(&stdout), totals, "{stderr}");
+    assert!(stderr.contains("lines_rotated_away=3"), "{stderr}");
+    assert!(stderr.contains("dropped_rotated_away=3"), "{stderr}");
+    assert!(
+        stderr.contains("counted as dropped (cause rotated_away)"),
+        "{stderr}"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 

@@ -153,6 +153,17 @@ impl Agent {
         }
     }
 
+    /// Waits until the agent's stderr holds `text`.
+    pub fn wait_for_log(&self, text: &str) {
+        let until = Instant::now() + Duration::from_secs(30);
+        while !self.stderr.lock().unwrap().contains(text) {
+            if Instant::now() > until {
+                panic!("no {text:?} in:\n{}", self.stderr.lock().unwrap());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn sigterm(&self) {
         self.signal("TERM");
     }
