@@ -59,3 +59,62 @@ pub async fn check_api(url: &str, token: &str, proxy_id: &str) -> Result<(), Str
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A server answering every request with `status` (a JSON message, and
+    /// a `location` for the redirect).
+    async fn answering(status: &'static str) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf).await;
+                let body = r#"{"message":"Invalid token"}"#;
+                let answer = format!(
+                    "HTTP/1.1 {status}\r\nlocation: http://elsewhere.example/\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(answer.as_bytes()).await;
+            }
+        });
+        url
+    }
+
+    #[tokio::test]
+    async fn a_refused_token_a_wrong_url_or_a_redirect_end_the_start_and_silence_does_not() {
+        let e = check_api(&answering("401 Unauthorized").await, "t", "edge")
+            .await
+            .unwrap_err();
+        assert!(
+            e.contains("refused the token (HTTP 401: Invalid token)"),
+            "{e}"
+        );
+        let e = check_api(&answering("404 Not Found").await, "t", "edge")
+            .await
+            .unwrap_err();
+        assert!(
+            e.contains("answered HTTP 404: is --url the API's base URL"),
+            "{e}"
+        );
+        let e = check_api(&answering("302 Found").await, "t", "edge")
+            .await
+            .unwrap_err();
+        assert!(e.contains("redirects (HTTP 302)"), "{e}");
+        // a good proxy token has no read scope: 403 is what it gets
+        assert_eq!(
+            check_api(&answering("403 Forbidden").await, "t", "edge").await,
+            Ok(())
+        );
+        // no answer at all (the API not up yet): start anyway
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            format!("http://{}", l.local_addr().unwrap())
+        };
+        assert_eq!(check_api(&closed, "t", "edge").await, Ok(()));
+    }
+}
