@@ -134,6 +134,49 @@ fn lines_written_to_a_log_rotated_away_are_counted_and_make_a_non_zero_exit() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// The progress line names every drop cause, the agent's own included.
+#[test]
+fn the_progress_line_names_every_drop_cause() {
+    let dir = temp_dir("progress");
+    let log = dir.join("access.log");
+    let (text, _) = nginx_log(3, now(), chrono::Duration::seconds(3), 1);
+    write(&log, &text);
+    let agent = Agent::spawn(
+        &[
+            "--dry-run",
+            "--from-start",
+            "--no-state",
+            "--progress-interval",
+            "0.2",
+            log.to_str().unwrap(),
+        ],
+        &[("PROXY_ID", "edge-progress")],
+    );
+    agent.wait_for_log("lines_read=3");
+    agent.sigterm();
+    let (status, _, stderr) = agent.wait(Duration::from_secs(30));
+    assert!(status.success(), "{stderr}");
+    let progress = stderr
+        .lines()
+        .find(|l| l.contains("progress") && l.contains("lines_read=3"))
+        .unwrap_or_else(|| panic!("no progress line in:\n{stderr}"));
+    for cause in [
+        "buffer_full",
+        "rejected",
+        "conflict",
+        "stale",
+        "gave_up",
+        "shutdown",
+        "rotated_away",
+    ] {
+        assert!(
+            progress.contains(&format!(" dropped_{cause}=0")),
+            "{cause}: {progress}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 #[test]
 fn every_setting_can_come_from_the_environment() {
     let dir = temp_dir("env");

@@ -132,6 +132,11 @@ pub struct Args {
     #[arg(long, value_name = "SECONDS", env = "PROXY_METRICS_ROTATE_WAIT", default_value = "10", value_parser = seconds)]
     pub rotate_wait: Duration,
 
+    /// Seconds between progress lines on stderr (lines, sends, every drop
+    /// cause by name), each only if something moved since the last.
+    #[arg(long, value_name = "SECONDS", env = "PROXY_METRICS_PROGRESS_INTERVAL", default_value = "60", value_parser = seconds)]
+    pub progress_interval: Duration,
+
     /// Serve /metrics (Prometheus text) and /healthz on this address, e.g.
     /// 127.0.0.1:9464 (off by default).
     #[arg(long, value_name = "ADDR", env = "PROXY_METRICS_LISTEN")]

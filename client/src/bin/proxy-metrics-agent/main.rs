@@ -32,8 +32,6 @@ const TOKEN_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// The exit status when observations were lost (dropped, not merely left
 /// for the next run): a supervisor or a batch job must hear about it.
 const EXIT_DROPPED: u8 = 3;
-/// How often progress is logged.
-const PROGRESS_EVERY: Duration = Duration::from_secs(60);
 
 /// Re-reads `--token-file` into the reporter; a bad read keeps the old token.
 fn reload_token(args: &Args, reporter: &Reporter, why: &str) {
@@ -223,7 +221,7 @@ async fn main() -> ExitCode {
             }
         }
     }
-    let mut progress = tokio::time::interval(PROGRESS_EVERY);
+    let mut progress = tokio::time::interval(args.progress_interval);
     progress.tick().await;
     let mut last = None;
     let mut token_check = tokio::time::interval(TOKEN_CHECK_EVERY);
