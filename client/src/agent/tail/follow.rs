@@ -259,6 +259,8 @@ fn follow(
                 continue;
             }
             match File::open(path) {
+                // Renamed back meanwhile: not a rotation after all.
+                Ok(new) if identity(&new.metadata()?) == reading.id => rotated_at = None,
                 Ok(new) => {
                     let old = std::mem::replace(&mut reading, Reading::at(new, 0)?);
                     if let Some(older) = retired.take() {
