@@ -13,12 +13,13 @@ use crate::storage::Proxy;
 
 /// The daily metrics object's fields, in the contract's order (the CSV
 /// export's columns, `topErrors` left out).
-pub const DAILY_FIELDS: [&str; 19] = [
+pub const DAILY_FIELDS: [&str; 20] = [
     "date",
     "eventCount",
     "requestCount",
     "successCount",
     "errorCount",
+    "statusCounts",
     "successRate",
     "averageLatencyMs",
     "minLatencyMs",
@@ -76,6 +77,34 @@ impl LatencyFigures {
     }
 }
 
+/// Requests by status class, as the contract names them.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct StatusCountsJson {
+    #[serde(rename = "1xx")]
+    pub s1xx: u64,
+    #[serde(rename = "2xx")]
+    pub s2xx: u64,
+    #[serde(rename = "3xx")]
+    pub s3xx: u64,
+    #[serde(rename = "4xx")]
+    pub s4xx: u64,
+    #[serde(rename = "5xx")]
+    pub s5xx: u64,
+}
+
+impl StatusCountsJson {
+    pub fn of(counts: &crate::domain::dimensions::StatusCounts) -> Self {
+        let [s1xx, s2xx, s3xx, s4xx, s5xx] = *counts;
+        Self {
+            s1xx,
+            s2xx,
+            s3xx,
+            s4xx,
+            s5xx,
+        }
+    }
+}
+
 /// One UTC day (contract: "Daily metrics object").
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -85,6 +114,7 @@ pub struct DailyMetrics {
     pub request_count: u64,
     pub success_count: u64,
     pub error_count: u64,
+    pub status_counts: StatusCountsJson,
     /// `successRate` to `p99LatencyMs`, in the contract's order.
     #[serde(flatten)]
     pub latency: LatencyFigures,
@@ -111,6 +141,7 @@ impl DailyMetrics {
             request_count: s.request_count,
             success_count: s.success_count,
             error_count: s.error_count,
+            status_counts: StatusCountsJson::of(&rollup.status),
             latency: LatencyFigures::of(s),
             data_transferred_bytes: s.data_transferred_bytes,
             data_received_bytes: s.data_received_bytes,

@@ -174,6 +174,7 @@ fn part(buckets: u16, bins: i32, messages: usize) -> DayPart {
         errors: (0..messages)
             .map(|i| (format!("upstream error number {i}"), i as u64))
             .collect::<BTreeMap<_, _>>(),
+        ..DayPart::default()
     }
 }
 

@@ -43,6 +43,8 @@ fn event(i: usize, ts_ms: i64, samples: usize) -> Event {
         data_received_bytes: 512,
         connection_count: 2,
         concurrent_connections: Some((i % 40) as u64),
+        dimensions: Default::default(),
+        status_counts: None,
         error_message: i
             .is_multiple_of(5)
             .then(|| format!("upstream error {}", i % 3)),

@@ -192,6 +192,8 @@ fn record_event(i: usize, ts: chrono::DateTime<Utc>) -> Event {
         data_received_bytes: 10,
         connection_count: 1,
         concurrent_connections: Some(3),
+        dimensions: Default::default(),
+        status_counts: None,
         error_message: None,
     }
 }

@@ -254,6 +254,7 @@ async fn main() {
                     proxy_id: "bench-wru",
                     retention_days: Tier::Pro.raw_retention_days(),
                     marked_at_ms: None,
+                    dimension_pages: 1,
                 },
                 &events,
                 now,

@@ -47,6 +47,8 @@ fn event(rng: &mut StdRng, id: String, ts: chrono::DateTime<Utc>) -> Event {
         data_received_bytes: 2_000,
         connection_count: 3,
         concurrent_connections: Some(rng.random_range(0..50)),
+        dimensions: Default::default(),
+        status_counts: None,
         error_message: Some(format!("error {}", rng.random_range(0..5))),
     }
 }

@@ -99,6 +99,8 @@ fn request(samples: &mut dyn FnMut() -> Vec<f64>) -> BTreeMap<NaiveDate, DayPart
                 data_received_bytes: 0,
                 connection_count: 0,
                 concurrent_connections: None,
+                dimensions: Default::default(),
+                status_counts: None,
                 error_message: None,
             }
         })

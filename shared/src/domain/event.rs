@@ -5,6 +5,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::dimensions::{Dimensions, StatusCounts, parse_dimensions, parse_status_counts};
 use super::sketch::LatencySketch;
 use super::{ValidationError, excerpt};
 
@@ -68,9 +69,22 @@ pub struct Event {
     pub connection_count: u64,
     pub concurrent_connections: Option<u64>,
     pub error_message: Option<String>,
+    /// Route and upstream (v3); absent keys count as `(none)`.
+    #[serde(default)]
+    pub dimensions: Dimensions,
+    /// `statusCounts` as sent (v3); see [`Event::status_counts`].
+    #[serde(default)]
+    pub status_counts: Option<StatusCounts>,
 }
 
 impl Event {
+    /// Requests by status class: as sent, else successes as 2xx and errors
+    /// as 5xx (the contract's default).
+    pub fn status_counts(&self) -> StatusCounts {
+        self.status_counts
+            .unwrap_or([0, self.success_count, 0, 0, self.error_count])
+    }
+
     pub fn timestamp(&self) -> DateTime<Utc> {
         DateTime::from_timestamp_millis(self.timestamp_ms).unwrap_or_default()
     }
@@ -227,6 +241,7 @@ pub fn parse_event(
         Some(_) => return Err("'metrics' must be an object.".into()),
     };
     let m = parse_metrics(metrics)?;
+    let dimensions = parse_dimensions(object.get("dimensions"))?;
     Ok(Event {
         event_id,
         event_type,
@@ -244,11 +259,20 @@ pub fn parse_event(
         connection_count: m.connection_count,
         concurrent_connections: m.concurrent_connections,
         error_message: m.error_message,
+        dimensions,
+        status_counts: m.status_counts,
     })
 }
 
 /// The fields of an event; any other is refused (contract v2).
-pub const EVENT_FIELDS: &[&str] = &["eventType", "eventId", "timestamp", "healthy", "metrics"];
+pub const EVENT_FIELDS: &[&str] = &[
+    "eventType",
+    "eventId",
+    "timestamp",
+    "healthy",
+    "metrics",
+    "dimensions",
+];
 /// The fields of a batch envelope.
 pub const BATCH_FIELDS: &[&str] = &["events"];
 
@@ -368,6 +392,7 @@ struct Metrics {
     connection_count: u64,
     concurrent_connections: Option<u64>,
     error_message: Option<String>,
+    status_counts: Option<StatusCounts>,
 }
 
 const METRIC_FIELDS: &[&str] = &[
@@ -383,6 +408,7 @@ const METRIC_FIELDS: &[&str] = &[
     "connectionCount",
     "concurrentConnections",
     "errorMessage",
+    "statusCounts",
 ];
 
 fn parse_metrics(m: &Map<String, Value>) -> Result<Metrics, String> {
@@ -433,6 +459,7 @@ fn parse_metrics(m: &Map<String, Value>) -> Result<Metrics, String> {
             "successCount ({success_count}) + errorCount ({error_count}) exceeds requestCount ({request_count})."
         ));
     }
+    let status_counts = parse_status_counts(m.get("statusCounts"), request_count, MAX_COUNT)?;
     let total_latency_ms = latency("totalLatencyMs")?;
     let min_latency_ms = latency("minLatencyMs")?;
     let max_latency_ms = latency("maxLatencyMs")?;
@@ -498,5 +525,6 @@ fn parse_metrics(m: &Map<String, Value>) -> Result<Metrics, String> {
         connection_count: count("connectionCount")?.unwrap_or(0),
         concurrent_connections: count("concurrentConnections")?,
         error_message,
+        status_counts,
     })
 }

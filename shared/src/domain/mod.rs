@@ -1,6 +1,7 @@
 //! Pure domain logic: events, validation, rollups, sketches, uptime.
 
 pub mod alert;
+pub mod dimensions;
 pub mod event;
 pub mod rollup;
 pub mod sketch;

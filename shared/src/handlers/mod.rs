@@ -2,6 +2,7 @@
 //! always returns a response: errors become the contract's error body.
 
 mod alerts;
+mod breakdown;
 #[cfg(feature = "dashboard")]
 mod dashboard;
 #[cfg(feature = "prometheus")]
@@ -11,6 +12,7 @@ mod read;
 mod record;
 
 pub use alerts::{create_alert, delete_alert, list_alerts, list_deliveries, test_alert};
+pub use breakdown::{BreakdownResponse, BreakdownValue, get_breakdown};
 #[cfg(feature = "dashboard")]
 pub use dashboard::{CONTENT_SECURITY_POLICY, DASHBOARD_ASSETS, DashboardAsset, get_dashboard};
 #[cfg(feature = "prometheus")]

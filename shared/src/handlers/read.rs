@@ -18,7 +18,7 @@ use crate::storage::Recent;
 /// The order of every read: the token, its scope, then the input (the
 /// proxy id here, dates in the handler) — all before any storage call — and
 /// last the caller's own limit and the ownership read ([`owned_proxy`]).
-async fn reader(app: &App, request: &Request) -> Result<(Caller, String), ApiError> {
+pub(super) async fn reader(app: &App, request: &Request) -> Result<(Caller, String), ApiError> {
     let caller = authenticate(app, request).await?;
     caller.require_scope(Scope::MetricsRead)?;
     let proxy_id = path_param(request, "proxyId")?;
@@ -28,7 +28,7 @@ async fn reader(app: &App, request: &Request) -> Result<(Caller, String), ApiErr
 }
 
 /// A required `YYYY-MM-DD` query parameter.
-fn query_day(request: &Request, name: &str) -> Result<NaiveDate, ApiError> {
+pub(super) fn query_day(request: &Request, name: &str) -> Result<NaiveDate, ApiError> {
     let value = query_param(request, name).ok_or_else(|| {
         ApiError::invalid(format!(
             "The query parameter '{name}' (YYYY-MM-DD) is required."
@@ -38,7 +38,7 @@ fn query_day(request: &Request, name: &str) -> Result<NaiveDate, ApiError> {
 }
 
 /// Checks a range's order and the caller's tier limit (both ends inclusive).
-fn check_range(
+pub(super) fn check_range(
     caller: &Caller,
     start: NaiveDate,
     end: NaiveDate,

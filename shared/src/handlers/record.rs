@@ -2,6 +2,7 @@ use crate::api::{EventOutcome, RecordResponse};
 use lambda_http::{Body, Request, Response, http::StatusCode};
 
 use crate::auth::Scope;
+use crate::domain::dimensions::{cardinality_cap, dimension_pages};
 use crate::domain::event::{check_unique_event_ids, parse_record_body, parse_sequence_headers};
 use crate::error::ApiError;
 use crate::http::{
@@ -36,7 +37,7 @@ pub async fn record_metrics(app: &App, request: Request) -> Response<Body> {
                 "A sequenced batch is made idempotent by Producer-Sequence; send no Idempotency-Key with it.",
             ));
         }
-        let body = parse_record_body(json_body(&request)?, idempotency_key.as_deref(), now)?;
+        let mut body = parse_record_body(json_body(&request)?, idempotency_key.as_deref(), now)?;
         if sequence.is_some() {
             check_unique_event_ids(&body.events)?;
         }
@@ -47,10 +48,20 @@ pub async fn record_metrics(app: &App, request: Request) -> Response<Body> {
         app.record_limiter
             .take(&proxy.proxy_id, now)
             .map_err(|retry_after| ApiError::RateLimited { retry_after })?;
+        // Values past the owner's cardinality cap go to `__other__` (no
+        // call at all when the events give no dimension, or known ones).
+        app.store
+            .admit_dimensions(
+                &proxy.proxy_id,
+                cardinality_cap(proxy.tier),
+                &mut body.events,
+            )
+            .await?;
         let to = Destination {
             proxy_id: &proxy.proxy_id,
             retention_days: proxy.tier.raw_retention_days(),
             marked_at_ms: proxy.marked_at_ms,
+            dimension_pages: dimension_pages(proxy.tier),
         };
         let (statuses, write_units) = match &sequence {
             Some(sequence) => {

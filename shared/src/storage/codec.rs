@@ -1,7 +1,11 @@
 //! Stored bodies: postcard behind a format byte, so a layout change can tell
 //! old bodies from new ones.
 
+use super::days::{StoredBucket, StoredDay};
+use super::dims::StoredDims;
 use super::error::StorageError;
+use crate::domain::dimensions::StatusCounts;
+use crate::domain::rollup::{DayPart, PartDims};
 
 /// Bodies written by the v1 layout (events, v1 rollups): read by the migration only.
 pub const FORMAT_V1: u8 = 1;
@@ -35,6 +39,94 @@ pub fn decode_with<T: serde::de::DeserializeOwned>(
     }
 }
 
+/// A stored body. Most are plain postcard; a type that grew fields in v3
+/// keeps them in a trailer after its v2 fields ([`Trailed`]), so a body
+/// written before still decodes (postcard has no optional fields).
+pub trait StoredBody: Sized {
+    fn encode(&self) -> Result<Vec<u8>, StorageError>;
+    fn decode(bytes: &[u8]) -> Result<Self, StorageError>;
+}
+
+/// A type whose v3 fields are skipped by serde and stored as a trailer.
+pub trait Trailed: serde::Serialize + serde::de::DeserializeOwned {
+    type Trailer: serde::Serialize + serde::de::DeserializeOwned + Default + PartialEq;
+    fn trailer(&self) -> &Self::Trailer;
+    fn set_trailer(&mut self, trailer: Self::Trailer);
+}
+
+pub fn encode_trailed<T: Trailed>(value: &T) -> Result<Vec<u8>, StorageError> {
+    let bytes = encode_body(value)?;
+    if *value.trailer() == T::Trailer::default() {
+        return Ok(bytes);
+    }
+    postcard::to_extend(value.trailer(), bytes)
+        .map_err(|e| StorageError::Internal(format!("encoding a stored body: {e}")))
+}
+
+pub fn decode_trailed<T: Trailed>(bytes: &[u8]) -> Result<T, StorageError> {
+    let corrupt =
+        |e: postcard::Error| StorageError::Internal(format!("decoding a stored body: {e}"));
+    match bytes.split_first() {
+        Some((f, rest)) if *f == FORMAT_V2 => {
+            let (mut value, tail) = postcard::take_from_bytes::<T>(rest).map_err(corrupt)?;
+            if !tail.is_empty() {
+                value.set_trailer(postcard::from_bytes(tail).map_err(corrupt)?);
+            }
+            Ok(value)
+        }
+        _ => decode_body(bytes),
+    }
+}
+
+impl Trailed for DayPart {
+    type Trailer = PartDims;
+    fn trailer(&self) -> &PartDims {
+        &self.dims
+    }
+    fn set_trailer(&mut self, trailer: PartDims) {
+        self.dims = trailer;
+    }
+}
+
+impl Trailed for StoredDay {
+    type Trailer = StatusCounts;
+    fn trailer(&self) -> &StatusCounts {
+        &self.rollup.status
+    }
+    fn set_trailer(&mut self, trailer: StatusCounts) {
+        self.rollup.status = trailer;
+    }
+}
+
+macro_rules! trailed_body {
+    ($($t:ty),*) => {$(
+        impl StoredBody for $t {
+            fn encode(&self) -> Result<Vec<u8>, StorageError> {
+                encode_trailed(self)
+            }
+            fn decode(bytes: &[u8]) -> Result<Self, StorageError> {
+                decode_trailed(bytes)
+            }
+        }
+    )*};
+}
+
+macro_rules! plain_body {
+    ($($t:ty),*) => {$(
+        impl StoredBody for $t {
+            fn encode(&self) -> Result<Vec<u8>, StorageError> {
+                encode_body(self)
+            }
+            fn decode(bytes: &[u8]) -> Result<Self, StorageError> {
+                decode_body(bytes)
+            }
+        }
+    )*};
+}
+
+trailed_body!(DayPart, StoredDay);
+plain_body!(StoredBucket, StoredDims);
+
 #[cfg(test)]
 mod tests {
     use chrono::{NaiveDate, TimeZone, Utc};
@@ -66,6 +158,8 @@ mod tests {
             data_received_bytes: 0,
             connection_count: 0,
             concurrent_connections: None,
+            dimensions: Default::default(),
+            status_counts: None,
             error_message: None,
         };
         let rollup = Rollup::of_events(day, &[event]);

@@ -28,7 +28,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::codec::decode_body;
+use super::codec::StoredBody;
 use super::error::StorageError;
 use super::keys::{self, day_key, parse_day_key};
 use super::pending::PendingChunk;
@@ -341,13 +341,13 @@ pub fn bucket_of(at: DateTime<Utc>) -> (NaiveDate, u16) {
     (day, index)
 }
 
-fn versioned<T: serde::de::DeserializeOwned + Default>(
+fn versioned<T: StoredBody + Default>(
     item: &HashMap<String, AttributeValue>,
 ) -> Result<Versioned<T>, StorageError> {
     let body = get_blob(item, "body")
         .ok_or_else(|| StorageError::Corrupt("materialised item without body".into()))?;
     Ok(Versioned {
-        value: decode_body(body).map_err(|e| StorageError::Corrupt(e.to_string()))?,
+        value: T::decode(body).map_err(|e| StorageError::Corrupt(e.to_string()))?,
         version: get_n(item, "v").unwrap_or(0),
     })
 }

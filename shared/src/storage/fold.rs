@@ -26,7 +26,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity, ReturnValu
 use chrono::NaiveDate;
 use futures::{StreamExt, TryStreamExt, stream};
 
-use super::codec::encode_body;
+use super::codec::StoredBody;
 use super::days::{Folded, StoredBucket, StoredDay, Versioned, holds};
 use super::error::StorageError;
 use super::keys::{self, EXPIRES_AT, n};
@@ -98,7 +98,7 @@ impl ProxyFold {
     }
 
     /// `folded` with the gone entries dropped, if there are any.
-    fn pruned(&self, day: NaiveDate, folded: &Folded) -> Option<Folded> {
+    pub(super) fn pruned(&self, day: NaiveDate, folded: &Folded) -> Option<Folded> {
         let kept: Folded = folded
             .iter()
             .filter(|(k, _)| !self.gone(day, k))
@@ -194,6 +194,9 @@ impl Store {
                 .folded
                 .extend(added.into_iter().map(|k| (k, now_ms)));
         }
+        let (page_writes, page_prunes) =
+            self.plan_dimension_pages(fold, day, chunks, now_ms).await?;
+        prunes |= page_prunes;
         // 2. Nobody else at work on this proxy since this run's view.
         let epoch_now = if prunes {
             self.move_fold_epoch(&proxy_id).await?
@@ -224,6 +227,14 @@ impl Store {
         outcome.buckets_written = written.iter().filter(|w| **w).count() as u64;
         if written.iter().any(|w| !w) {
             // An item moved since it was read: another run is folding.
+            fold.concurrent = true;
+            outcome.events = 0;
+            return Ok(outcome);
+        }
+        if !self
+            .write_dimension_pages(&proxy_id, day, page_writes)
+            .await?
+        {
             fold.concurrent = true;
             outcome.events = 0;
             return Ok(outcome);
@@ -327,6 +338,8 @@ impl Store {
                 }
             }
         }
+        self.fold_marked_dimension_pages(proxy_id, day, marker, part)
+            .await?;
         let mut rollup = Rollup::default();
         rollup.merge_part(part);
         self.merge_into_day(proxy_id, day, &[(marker.to_string(), rollup)])
@@ -348,7 +361,7 @@ impl Store {
             .unwrap_or_default())
     }
 
-    async fn get_versioned<T: serde::de::DeserializeOwned + Default>(
+    pub(super) async fn get_versioned<T: StoredBody + Default>(
         &self,
         key: keys::Key,
         operation: &str,
@@ -359,7 +372,7 @@ impl Store {
         let body = get_blob(&item, "body")
             .ok_or_else(|| StorageError::Corrupt(format!("{operation}: item without body")))?;
         Ok(Some(Versioned {
-            value: super::codec::decode_body(body)
+            value: T::decode(body)
                 .map_err(|e| StorageError::Corrupt(format!("{operation}: {e}")))?,
             version: get_n(&item, "v").unwrap_or(0),
         }))
@@ -367,7 +380,7 @@ impl Store {
 
     /// Puts `item` + `body` at version `read + 1` if the stored item is still
     /// at `read` (0: absent). `Ok(false)`: it moved.
-    async fn put_versioned<T: serde::Serialize>(
+    pub(super) async fn put_versioned<T: StoredBody>(
         &self,
         mut item: keys::Key,
         body: &T,
@@ -375,10 +388,7 @@ impl Store {
         operation: &str,
     ) -> Result<bool, StorageError> {
         item.insert("v".into(), n(read + 1));
-        item.insert(
-            "body".into(),
-            AttributeValue::B(Blob::new(encode_body(body)?)),
-        );
+        item.insert("body".into(), AttributeValue::B(Blob::new(body.encode()?)));
         let (condition, value) = if read == 0 {
             ("attribute_not_exists(pk)", None)
         } else {

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::NaiveDate;
 
+use crate::domain::dimensions::DimensionKey;
 use crate::domain::rollup::BUCKET_MS;
 
 pub type Key = HashMap<String, AttributeValue>;
@@ -193,6 +194,40 @@ pub fn bucket(proxy_id: &str, day: NaiveDate, index: u16) -> Key {
     key(bucket_partition(proxy_id), bucket_sort_key(day, index))
 }
 
+// ---------------------------------------------------------------- dimensions
+
+/// A proxy's dimension pages: one item per (key, day, page). Key first, so
+/// a breakdown by one key over a range is one sort-key range.
+pub fn dims_partition(proxy_id: &str) -> String {
+    format!("DIMS#{proxy_id}")
+}
+
+/// `route#2024-01-15#03`.
+pub fn dims_sort_key(key: DimensionKey, day: NaiveDate, page: u8) -> String {
+    format!("{}#{}#{page:02}", key.as_str(), day_key(day))
+}
+
+pub fn parse_dims_sort_key(sort_key: &str) -> Option<(DimensionKey, NaiveDate, u8)> {
+    let mut fields = sort_key.split('#');
+    let key = DimensionKey::parse(fields.next()?)?;
+    let day = parse_day_key(fields.next()?)?;
+    let page = fields.next()?.parse().ok()?;
+    Some((key, day, page))
+}
+
+pub fn dims_page(proxy_id: &str, key: DimensionKey, day: NaiveDate, page: u8) -> Key {
+    self::key(dims_partition(proxy_id), dims_sort_key(key, day, page))
+}
+
+/// Which values of one key a proxy's day admitted under its cap: a number
+/// set of value hashes, grown with a conditional update.
+pub fn cardinality(proxy_id: &str, day: NaiveDate, key: DimensionKey) -> Key {
+    self::key(
+        format!("CARD#{proxy_id}"),
+        format!("{}#{}", day_key(day), key.as_str()),
+    )
+}
+
 // ---------------------------------------------------------------- aggregation
 
 /// Days whose aggregation failed, one partition (a handful of items).
@@ -303,6 +338,21 @@ mod tests {
         assert_eq!(
             v2::proxy_of_pending("edge-1#0000000000001#x"),
             Some("edge-1")
+        );
+    }
+
+    #[test]
+    fn dimension_pages_of_a_key_sort_by_day_and_round_trip() {
+        let d = NaiveDate::from_ymd_opt(2024, 1, 15).unwrap();
+        let next = d.succ_opt().unwrap();
+        let route = DimensionKey::Route;
+        assert_eq!(dims_sort_key(route, d, 3), "route#2024-01-15#03");
+        assert!(dims_sort_key(route, d, 0) < dims_sort_key(route, d, u8::MAX));
+        assert!(dims_sort_key(route, d, u8::MAX) < dims_sort_key(route, next, 0));
+        assert!(dims_sort_key(DimensionKey::Upstream, d, 0) > dims_sort_key(route, next, 9));
+        assert_eq!(
+            parse_dims_sort_key(&dims_sort_key(DimensionKey::Upstream, d, 7)),
+            Some((DimensionKey::Upstream, d, 7))
         );
     }
 

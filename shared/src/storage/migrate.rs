@@ -87,6 +87,8 @@ impl From<V1Event> for Event {
             data_received_bytes: e.data_received_bytes,
             connection_count: e.connection_count,
             concurrent_connections: e.concurrent_connections,
+            dimensions: Default::default(),
+            status_counts: None,
             error_message: e.error_message,
         }
     }
@@ -142,6 +144,8 @@ impl From<V1Rollup> for Rollup {
             },
             healthy_buckets: r.healthy_buckets,
             errors: r.errors,
+            // v1 knew no status classes: its successes as 2xx, errors as 5xx.
+            status: [0, r.success_count, 0, 0, r.error_count],
         }
     }
 }

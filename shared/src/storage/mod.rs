@@ -11,6 +11,8 @@
 //! | pending chunk | `PENDING#{shard}` | `{proxyId}#{receivedAtMs:013}#{id}` | each request | the request's events pre-folded per day (`DayPart`s); a proxy's chunks are one range of one partition, so a read finds them with one query and the aggregation finds every shard's with 16 |
 //! | day | `DAY#{proxyId}` | `{day}` | aggregation | the materialised day, and which chunks it holds; kept forever; a range is one Query |
 //! | bucket | `BUCKET#{proxyId}` | `{day}T{HH:MM}` | aggregation | one five-minute bucket (summary, last hour); kept for the owner's raw retention |
+//! | dimension page | `DIMS#{proxyId}` | `{route\|upstream}#{day}#{page:02}` | aggregation | a day's values of one key (v3), 1 page (8 for enterprise); a breakdown over a range is one Query; kept for the owner's raw retention |
+//! | cardinality | `CARD#{proxyId}` | `{day}#{key}` | record, first sighting of a value | the hashes of the values a day admitted under the tier's cap (a conditional `ADD` to a number set) |
 //! | alerts | `ALERT#…`, `ALERTCOUNT#…`, `ALERTCHANGE#…`, `OUTBOX`, `DELIVERIES#…` | see [`alerts`] | rules, state changes, outbox | one delivery per state change |
 //! | failure record | `QUARANTINE` | `{proxyId}#{day}` | aggregation | a day whose folding failed; quarantined after 3 failed runs |
 //!
@@ -24,8 +26,10 @@
 //! one-shot migration ([`migrate`]).
 
 pub mod alerts;
+mod cardinality;
 mod codec;
 mod days;
+mod dims;
 mod error;
 mod fold;
 pub mod keys;
@@ -54,6 +58,7 @@ pub use codec::{FORMAT_V1, FORMAT_V2, decode_body, decode_with, encode_body, enc
 pub use days::{
     DaySink, DaysRead, READ_PENDING_BUDGET_BYTES, StoredBucket, StoredDay, Versioned, bucket_of,
 };
+pub use dims::{BREAKDOWN_BUDGET_BYTES, StoredDims};
 pub use error::StorageError;
 pub use fold::{BatchChunk, DayFold, ProxyFold};
 pub use keys::PENDING_SHARDS;
@@ -76,6 +81,8 @@ pub struct Store {
     meter: Arc<Meter>,
     /// When this instance last wrote each proxy's dirty mark (epoch ms).
     marks: Arc<std::sync::Mutex<HashMap<String, i64>>>,
+    /// What this instance knows of the days' admitted dimension values.
+    cardinality: Arc<cardinality::CardinalityCache>,
 }
 
 /// Capacity units DynamoDB reported for this store's calls (every call asks
@@ -181,6 +188,7 @@ impl Store {
             clock,
             meter: Arc::default(),
             marks: Arc::default(),
+            cardinality: Arc::default(),
         }
     }
 

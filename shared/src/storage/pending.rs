@@ -12,7 +12,7 @@ use aws_sdk_dynamodb::types::{
 };
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 
-use super::codec::decode_body;
+use super::codec::decode_trailed;
 use super::error::StorageError;
 use super::keys::{self, n, s};
 use super::retry::{classify, with_retries};
@@ -64,7 +64,7 @@ impl PendingChunk {
 
     /// Its part, decoded; [`StorageError::Corrupt`] if it cannot be.
     pub fn part(&self) -> Result<DayPart, StorageError> {
-        decode_body::<DayPart>(&self.body)
+        decode_trailed::<DayPart>(&self.body)
             .map_err(|e| StorageError::Corrupt(format!("pending chunk {}: {e}", self.sort_key)))
     }
 

@@ -23,13 +23,14 @@ use aws_sdk_dynamodb::types::{
 };
 use chrono::{DateTime, NaiveDate, Utc};
 
-use super::codec::encode_body;
+use super::codec::encode_trailed;
 use super::error::StorageError;
 use super::keys::{self, EXPIRES_AT, n};
 use super::retry::{Failure, MAX_ATTEMPTS, backoff, cancellations, cancelled, classify};
 use super::{Store, get_n};
+use crate::domain::dimensions::{DimensionKey, KeyValues};
 use crate::domain::event::Event;
-use crate::domain::rollup::{DayPart, fold_events};
+use crate::domain::rollup::{DayPart, PartDims, fold_events};
 
 /// DynamoDB's limit on actions in one TransactWriteItems.
 const MAX_TRANSACT_ACTIONS: usize = 100;
@@ -111,6 +112,8 @@ pub struct Destination<'a> {
     /// When the proxy's dirty mark was last written, as the ownership read
     /// saw it (`None`: unknown).
     pub marked_at_ms: Option<i64>,
+    /// The pages the owner's tier stores a day's dimension values in.
+    pub dimension_pages: u8,
 }
 
 /// A v2 chunk as written (several days in one item): read only to move
@@ -362,9 +365,14 @@ impl Store {
         events: impl IntoIterator<Item = &'e Event>,
         now: DateTime<Utc>,
     ) -> Result<Vec<TransactWriteItem>, StorageError> {
-        let parts = fold_events(events);
+        let mut parts = fold_events(events);
         let mut puts = Vec::new();
         let mut total = 0usize;
+        for part in parts.values_mut() {
+            if !part.dims.keys.is_empty() {
+                part.dims.pages = to.dimension_pages;
+            }
+        }
         for (day, part) in &parts {
             for body in split_part(part)? {
                 total += body.len();
@@ -408,42 +416,89 @@ impl ProducerState {
     }
 }
 
-/// A day's part encoded as one chunk body, or as several (each with some of
-/// its five-minute buckets, the error counts in the first) when it is too
-/// large for one item. Parts add up, so the pieces fold to the same day.
+/// A day's part encoded as one chunk body, or as several when it is too
+/// large for one item: each piece holds some of its five-minute buckets or
+/// some of its dimension values (the error and status counts in the first),
+/// and says its dimensions are explicit, so a piece without a key does not
+/// count its events under `(none)`. Parts add up, so the pieces fold to the
+/// same day.
 pub(super) fn split_part(part: &DayPart) -> Result<Vec<Vec<u8>>, StorageError> {
-    let whole = encode_body(part)?;
+    let whole = encode_trailed(part)?;
     if whole.len() <= MAX_CHUNK_BODY_BYTES {
         return Ok(vec![whole]);
     }
-    let mut bodies = Vec::new();
-    let mut current = DayPart {
-        errors: part.errors.clone(),
+    let piece = |first: bool| DayPart {
+        errors: if first {
+            part.errors.clone()
+        } else {
+            BTreeMap::new()
+        },
+        dims: PartDims {
+            status: if first {
+                part.dims.status
+            } else {
+                Default::default()
+            },
+            pages: part.dims.pages,
+            explicit: true,
+            keys: BTreeMap::new(),
+        },
         ..DayPart::default()
     };
-    let mut size = encode_body(&current)?.len();
-    for (index, bucket) in &part.buckets {
-        let one = DayPart {
-            buckets: BTreeMap::from([(*index, bucket.clone())]),
-            ..DayPart::default()
+    let too_large = || {
+        StorageError::TooLarge(
+            "One five-minute bucket or dimension value of this batch holds more distinct \
+             latency values than an item can store; send fewer latency samples per request."
+                .into(),
+        )
+    };
+    let mut bodies = Vec::new();
+    let mut current = piece(true);
+    let mut size = encode_trailed(&current)?.len();
+    let push =
+        |current: &mut DayPart, size: &mut usize, bodies: &mut Vec<Vec<u8>>, added: usize| {
+            let full = *size + added > MAX_CHUNK_BODY_BYTES;
+            let holds_any = !current.buckets.is_empty() || !current.dims.keys.is_empty();
+            if full && holds_any {
+                bodies.push(encode_trailed(&std::mem::replace(current, piece(false)))?);
+                *size = 0;
+            }
+            *size += added;
+            Ok::<(), StorageError>(())
         };
-        let bucket_size = encode_body(&one)?.len();
-        if bucket_size > MAX_CHUNK_BODY_BYTES {
-            return Err(StorageError::TooLarge(
-                "One five-minute bucket of this batch holds more distinct latency values than \
-                 an item can store; send fewer latency samples per request."
-                    .into(),
-            ));
+    for (index, bucket) in &part.buckets {
+        let mut one = piece(false);
+        one.buckets.insert(*index, bucket.clone());
+        let added = encode_trailed(&one)?.len();
+        if added > MAX_CHUNK_BODY_BYTES {
+            return Err(too_large());
         }
-        if !current.buckets.is_empty() && size + bucket_size > MAX_CHUNK_BODY_BYTES {
-            bodies.push(encode_body(&std::mem::take(&mut current))?);
-            size = 0;
-        }
-        size += bucket_size;
+        push(&mut current, &mut size, &mut bodies, added)?;
         current.buckets.insert(*index, bucket.clone());
     }
-    if !current.buckets.is_empty() || !current.errors.is_empty() {
-        bodies.push(encode_body(&current)?);
+    for key in DimensionKey::ALL {
+        let Some(values) = part.dimension(key) else {
+            continue;
+        };
+        let mut hashes = Some(values.other_hashes.clone());
+        for (value, stats) in &values.values {
+            let mut one = KeyValues::default();
+            one.values.insert(value.clone(), stats.clone());
+            if let Some(h) = hashes.take() {
+                one.other_hashes = h;
+            }
+            let mut holder = piece(false);
+            holder.dims.keys.insert(key, one.clone());
+            let added = encode_trailed(&holder)?.len();
+            if added > MAX_CHUNK_BODY_BYTES {
+                return Err(too_large());
+            }
+            push(&mut current, &mut size, &mut bodies, added)?;
+            current.dims.keys.entry(key).or_default().merge(&one);
+        }
+    }
+    if !current.buckets.is_empty() || !current.errors.is_empty() || !current.dims.keys.is_empty() {
+        bodies.push(encode_trailed(&current)?);
     }
     Ok(bodies)
 }

@@ -323,6 +323,7 @@ impl Harness {
                 proxy_id,
                 retention_days: tier.raw_retention_days(),
                 marked_at_ms: None,
+                dimension_pages: 1,
             };
             self.app
                 .store

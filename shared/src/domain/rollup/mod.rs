@@ -21,10 +21,11 @@ mod tests;
 mod windows;
 
 pub use memory::btree_heap_bytes;
-pub use part::{Bucket, DayPart, bound_errors, fold_events};
+pub use part::{Bucket, DayPart, PartDims, bound_errors, fold_events, is_other};
 pub use stats::Stats;
 pub use windows::SummaryWindows;
 
+use super::dimensions::{StatusCounts, add_status};
 use super::event::Event;
 use part::count_error;
 
@@ -47,11 +48,16 @@ pub struct Rollup {
     pub healthy_buckets: Vec<u64>,
     /// errorMessage → number of events carrying it (bounded).
     pub errors: BTreeMap<String, u64>,
+    /// Requests by status class (v3). Stored after the fields above (see
+    /// `storage::codec`), so days written before v3 still decode.
+    #[serde(skip)]
+    pub status: StatusCounts,
 }
 
 impl Rollup {
     /// Adds what one request added to this day.
     pub fn merge_part(&mut self, part: &DayPart) {
+        add_status(&mut self.status, &part.dims.status);
         for (index, bucket) in &part.buckets {
             self.stats.merge(&bucket.stats);
             if bucket.healthy {
@@ -67,6 +73,7 @@ impl Rollup {
     /// Merges another rollup (another day of a period, or the same day).
     pub fn merge(&mut self, other: &Rollup) {
         self.stats.merge(&other.stats);
+        add_status(&mut self.status, &other.status);
         for (word, bits) in other.healthy_buckets.iter().enumerate() {
             if *bits != 0 {
                 self.healthy_words()[word] |= bits;
@@ -150,9 +157,11 @@ impl Rollup {
     /// into [`DayPart`]s and merges those).
     pub fn of_events<'a>(day: NaiveDate, events: impl IntoIterator<Item = &'a Event>) -> Self {
         let start = day_start_ms(day);
+        let events: Vec<&Event> = events.into_iter().collect();
+        let keys = part::keys_given(&events);
         let mut part = DayPart::default();
         for e in events {
-            part.add(e, start);
+            part.add(e, start, &keys);
         }
         bound_errors(&mut part.errors);
         let mut rollup = Self::default();

@@ -1,6 +1,7 @@
 //! What one request adds to a day: five-minute [`Bucket`]s and error counts.
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
@@ -8,6 +9,9 @@ use serde::{Deserialize, Serialize};
 use super::memory::{btree_heap_bytes, errors_heap_bytes};
 use super::{
     BUCKET_MS, BUCKETS_PER_DAY, ERROR_MESSAGES_KEPT, ERROR_TEXT_KEPT_BYTES, Stats, day_start_ms,
+};
+use crate::domain::dimensions::{
+    DimensionKey, KeyValues, NONE_VALUE, OTHER_VALUE, StatusCounts, add_status,
 };
 use crate::domain::event::Event;
 
@@ -39,11 +43,59 @@ pub struct DayPart {
     pub buckets: BTreeMap<u16, Bucket>,
     /// errorMessage → number of events carrying it (bounded, see [`bound_errors`]).
     pub errors: BTreeMap<String, u64>,
+    /// Status classes and dimensions (v3). Stored after the fields above
+    /// (see `storage::codec`), so parts written before v3 still decode.
+    #[serde(skip)]
+    pub dims: PartDims,
+}
+
+/// What a part holds of status classes and dimensions.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PartDims {
+    pub status: StatusCounts,
+    /// The pages the day's values are stored in, by the owner's tier when
+    /// recorded ([`crate::domain::dimensions::dimension_pages`]; 0 means 1).
+    pub pages: u8,
+    /// Set on the pieces of a split part: a key a piece lacks holds none of
+    /// its events (another piece has them). Otherwise a key the part lacks
+    /// holds all its events under `(none)`: a proxy that sends no
+    /// dimensions stores nothing more than before v3.
+    pub explicit: bool,
+    pub keys: BTreeMap<DimensionKey, KeyValues>,
+}
+
+impl PartDims {
+    pub fn is_empty(&self) -> bool {
+        *self == PartDims::default()
+    }
+
+    pub fn heap_bytes(&self) -> usize {
+        btree_heap_bytes::<DimensionKey, KeyValues>(self.keys.len())
+            + self.keys.values().map(KeyValues::heap_bytes).sum::<usize>()
+    }
 }
 
 impl DayPart {
-    /// Adds one event of the day starting at `day_start_ms`.
-    pub fn add(&mut self, event: &Event, day_start_ms: i64) {
+    /// Adds one event of the day starting at `day_start_ms`; `keys` are the
+    /// dimension keys any event of the part gives (an event without one of
+    /// them counts under `(none)` there). See [`fold_events`].
+    pub(super) fn add(&mut self, event: &Event, day_start_ms: i64, keys: &BTreeSet<DimensionKey>) {
+        add_status(&mut self.dims.status, &event.status_counts());
+        for key in keys {
+            let values = self.dims.keys.entry(*key).or_default();
+            let value = event.dimensions.value_of(*key);
+            match values.values.get_mut(value) {
+                Some(stats) => stats.add(event),
+                None => {
+                    let mut stats = Stats::default();
+                    stats.add(event);
+                    values.values.insert(value.to_string(), stats);
+                }
+            }
+            if let Some(hash) = event.dimensions.overflowed(*key) {
+                values.add_other_hashes([hash]);
+            }
+        }
         let index = (event.timestamp_ms - day_start_ms)
             .div_euclid(BUCKET_MS)
             .clamp(0, BUCKETS_PER_DAY as i64 - 1) as u16;
@@ -62,6 +114,30 @@ impl DayPart {
         btree_heap_bytes::<u16, Bucket>(self.buckets.len())
             + self.buckets.values().map(Bucket::heap_bytes).sum::<usize>()
             + errors_heap_bytes(&self.errors)
+            + self.dims.heap_bytes()
+    }
+
+    /// All the part's events, merged.
+    pub fn total(&self) -> Stats {
+        let mut total = Stats::default();
+        for bucket in self.buckets.values() {
+            total.merge(&bucket.stats);
+        }
+        total
+    }
+
+    /// What the part holds of `key`: its values, or — when it gives none
+    /// and is not a piece of a split part — all its events under `(none)`.
+    pub fn dimension(&self, key: DimensionKey) -> Option<Cow<'_, KeyValues>> {
+        if let Some(values) = self.dims.keys.get(&key) {
+            return Some(Cow::Borrowed(values));
+        }
+        if self.dims.explicit || self.buckets.is_empty() {
+            return None;
+        }
+        let mut values = KeyValues::default();
+        values.values.insert(NONE_VALUE.to_string(), self.total());
+        Some(Cow::Owned(values))
     }
 
     pub fn event_count(&self) -> u64 {
@@ -69,6 +145,34 @@ impl DayPart {
     }
 
     pub fn merge(&mut self, other: &DayPart) {
+        // Dimensions first (an implicit `(none)` is the part's total before
+        // the merge). A piece of a split part makes the result explicit.
+        let explicit = self.dims.explicit || other.dims.explicit;
+        let mut dims = PartDims {
+            status: self.dims.status,
+            pages: self.dims.pages.max(other.dims.pages),
+            explicit,
+            keys: BTreeMap::new(),
+        };
+        add_status(&mut dims.status, &other.dims.status);
+        for key in DimensionKey::ALL {
+            let both_implicit = !explicit
+                && !self.dims.keys.contains_key(&key)
+                && !other.dims.keys.contains_key(&key);
+            if both_implicit {
+                continue;
+            }
+            let (mine, theirs) = (self.dimension(key), other.dimension(key));
+            if mine.is_none() && theirs.is_none() {
+                continue;
+            }
+            let mut merged = mine.map(Cow::into_owned).unwrap_or_default();
+            if let Some(theirs) = theirs {
+                merged.merge(&theirs);
+            }
+            dims.keys.insert(key, merged);
+        }
+        self.dims = dims;
         for (index, bucket) in &other.buckets {
             self.buckets.entry(*index).or_default().merge(bucket);
         }
@@ -80,18 +184,38 @@ impl DayPart {
 }
 
 /// Folds validated events into one [`DayPart`] per UTC day they fall on.
+/// An event's dimension values are taken as given: the record path has
+/// already sent values past the cardinality cap to `__other__`.
 pub fn fold_events<'a>(
     events: impl IntoIterator<Item = &'a Event>,
 ) -> BTreeMap<NaiveDate, DayPart> {
-    let mut days: BTreeMap<NaiveDate, DayPart> = BTreeMap::new();
+    let mut by_day: BTreeMap<NaiveDate, Vec<&Event>> = BTreeMap::new();
     for event in events {
-        let day = event.day();
-        days.entry(day).or_default().add(event, day_start_ms(day));
+        by_day.entry(event.day()).or_default().push(event);
     }
-    for part in days.values_mut() {
+    let mut days: BTreeMap<NaiveDate, DayPart> = BTreeMap::new();
+    for (day, events) in by_day {
+        let keys = keys_given(&events);
+        let part = days.entry(day).or_default();
+        for event in events {
+            part.add(event, day_start_ms(day), &keys);
+        }
         bound_errors(&mut part.errors);
     }
     days
+}
+
+/// The dimension keys any of `events` gives.
+pub(super) fn keys_given(events: &[&Event]) -> BTreeSet<DimensionKey> {
+    DimensionKey::ALL
+        .into_iter()
+        .filter(|k| events.iter().any(|e| e.dimensions.get(*k).is_some()))
+        .collect()
+}
+
+/// `__other__` is a value like any other in a part; this names it.
+pub fn is_other(value: &str) -> bool {
+    value == OTHER_VALUE
 }
 
 pub(super) fn count_error(errors: &mut BTreeMap<String, u64>, message: &str, n: u64) {

@@ -32,6 +32,8 @@ fn event(ts: DateTime<Utc>, healthy: bool) -> Event {
         data_received_bytes: 0,
         connection_count: 0,
         concurrent_connections: None,
+        dimensions: Default::default(),
+        status_counts: None,
         error_message: None,
     }
 }
