@@ -288,5 +288,33 @@ pub fn encode(proxies: &[ProxyFigures]) -> Result<String, std::fmt::Error> {
 
     let mut text = String::new();
     encode_registry(&mut text, &registry)?;
-    Ok(text)
+    Ok(counters_named_as_their_samples(&text))
+}
+
+/// The encoder writes OpenMetrics' metadata for a counter (`# TYPE
+/// proxy_metrics_errors counter`, samples `proxy_metrics_errors_total`);
+/// in the text format 0.0.4 the metadata names the samples themselves, or
+/// Prometheus and `promtool` take them as untyped.
+fn counters_named_as_their_samples(text: &str) -> String {
+    let counters: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(text.len() + 16 * counters.len());
+    for line in text.lines() {
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(&name)
+                .then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        match renamed {
+            Some(line) => out.push_str(&line),
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
 }

@@ -47,15 +47,18 @@ pub async fn get_prometheus_metrics(app: &App, request: Request) -> Response<Bod
         let today = now.date_naive();
         let figures: Vec<ProxyFigures> = stream::iter(proxies)
             .map(|proxy| async move {
+                // One epoch (E0) for both reads: each checks it again at its end.
+                let epoch = app.store.fold_epoch(&proxy.proxy_id).await?;
                 let (recent, totals) = futures::try_join!(
                     app.store.read_recent(
                         &proxy.proxy_id,
                         today,
                         from,
                         to,
-                        LATEST_LOOKBACK_DAYS - 1
+                        LATEST_LOOKBACK_DAYS - 1,
+                        epoch
                     ),
-                    app.store.read_totals(&proxy.proxy_id),
+                    app.store.read_totals(&proxy.proxy_id, epoch),
                 )?;
                 let mut figures = ProxyFigures::new(
                     &proxy.proxy_id,

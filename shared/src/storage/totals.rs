@@ -139,9 +139,12 @@ impl Store {
     }
 
     /// The proxy's counts since registration, reflecting every event
-    /// recorded before the call.
-    pub async fn read_totals(&self, proxy_id: &str) -> Result<Totals, StorageError> {
-        let mut epoch = self.fold_epoch(proxy_id).await?;
+    /// recorded before the call. `epoch`: the fold epoch read before (E0).
+    pub async fn read_totals(
+        &self,
+        proxy_id: &str,
+        mut epoch: u64,
+    ) -> Result<Totals, StorageError> {
         for _ in 0..READ_ATTEMPTS {
             let stored = self.stored_totals(proxy_id).await?;
             let held: HashSet<&str> = identities(&stored.value.folded);
