@@ -39,6 +39,51 @@ async fn a_recorded_event_costs_at_most_one_write_unit_when_sequenced() {
     }
 }
 
+/// Events over 3 routes and 2 upstreams: the first batch of the day admits
+/// the values (one conditional update per key), later ones cost their chunk
+/// and producer only — at most one write unit an event at six events.
+#[tokio::test]
+async fn a_dimensioned_batch_costs_at_most_one_write_unit_an_event() {
+    let h = Harness::start().await;
+    let t = user_token("alice");
+    h.register(&t, "edge").await;
+    warm_dirty_mark(&h, &t).await;
+    let dimensioned = |tag: &str| {
+        let events: Vec<serde_json::Value> = full_events(6, tag, now())
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut e)| {
+                e["dimensions"] = json!({
+                    "route": format!("/api/v1/resource-{}/:id", i % 3),
+                    "upstream": format!("10.0.3.{}:8080", i % 2),
+                });
+                e
+            })
+            .collect();
+        json!({ "events": events })
+    };
+    let first = metered_record(&h, &t, "edge", Some(0), dimensioned("d0")).await;
+    let steady = metered_record(&h, &t, "edge", Some(1), dimensioned("d1")).await;
+    println!(
+        "sequenced, 6 events, 3 routes x 2 upstreams | first of the day {} WRU | then {} WRU ({:.3}/event)",
+        first.write_units,
+        steady.write_units,
+        steady.write_units / 6.0
+    );
+    assert!(steady.write_units <= 6.0, "{steady:?}");
+    assert!(first.write_units <= steady.write_units + 2.0, "{first:?}");
+    // another instance (a cold cache) reads the sets once, writes nothing more
+    let other = Harness::start_with_endpoint(&h.endpoint).await;
+    let before = other.app.store.usage();
+    let req = record_req(&t, "edge")
+        .json(dimensioned("d2"))
+        .header("Producer-Id", "boot-1")
+        .header("Producer-Sequence", "2");
+    assert_eq!(send_record(&other.app, req).await.0, 201);
+    let cold = other.app.store.usage() - before;
+    assert!(cold.write_units <= steady.write_units, "{cold:?}");
+}
+
 /// The proxy's dirty mark (one small write per proxy and function instance
 /// every few minutes, not per request: `tests/pressure.rs` counts it) is
 /// written before the requests measured here.

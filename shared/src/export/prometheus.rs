@@ -2,11 +2,16 @@
 //! format (version 0.0.4), encoded by the Prometheus project's Rust client
 //! (`prometheus-client`).
 //!
-//! Every series is a gauge labelled `proxy` (the proxy id). Names carry
-//! their unit (`_bytes`, `_seconds`, `_ratio`):
+//! Every series is labelled `proxy` (the proxy id). Names carry their unit
+//! (`_bytes`, `_seconds`, `_ratio`). Counters count since registration and
+//! never go down, so `rate()` and `increase()` work across midnight; the
+//! `today_` gauges restart at 0 at midnight UTC:
 //!
 //! | metric | what |
 //! |---|---|
+//! | `proxy_metrics_requests_total{status_class}` | counter: requests by status class (`1xx` … `5xx`) |
+//! | `proxy_metrics_errors_total` | counter: failed requests |
+//! | `proxy_metrics_data_{transferred,received}_bytes_total` | counter: bytes |
 //! | `proxy_metrics_today_{events,requests,successes,errors,connections}` | sums over today's events (the UTC day); they restart at 0 at midnight UTC |
 //! | `proxy_metrics_today_data_{transferred,received}_bytes` | the same for bytes |
 //! | `proxy_metrics_last_hour_latency_{p50,p95,p99}_seconds` | latency percentiles of the last hour (the summary's `lastHour` window), from the merged sketches |
@@ -27,11 +32,14 @@ use std::sync::atomic::AtomicU64;
 
 use chrono::{DateTime, Utc};
 use prometheus_client::encoding::text::encode_registry;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use crate::domain::dimensions::STATUS_CLASSES;
 use crate::domain::rollup::{Bucket, Rollup, Stats, SummaryWindows};
+use crate::storage::Totals;
 
 /// The media type of the exposition (the Prometheus text format).
 pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -55,6 +63,8 @@ pub struct ProxyFigures {
     pub uptime_24h: Option<(u64, u64)>,
     /// The latest event (ms), from today, the last 24 hours or the days read before.
     pub last_event_ms: Option<i64>,
+    /// Counts since registration (the counters).
+    pub totals: Totals,
 }
 
 impl ProxyFigures {
@@ -84,12 +94,14 @@ impl ProxyFigures {
             last_hour,
             uptime_24h: windows.uptime_buckets(buckets, Some(registered_at), now),
             last_event_ms,
+            totals: Totals::default(),
         }
     }
 }
 
 type Labels = Vec<(&'static str, String)>;
 type IntGauges = Family<Labels, Gauge>;
+type IntCounters = Family<Labels, Counter>;
 type FloatGauges = Family<Labels, Gauge<f64, AtomicU64>>;
 
 fn int(v: u64) -> i64 {
@@ -112,11 +124,71 @@ fn int_family(
     registry.register(name, help, family);
 }
 
+/// A counter family (the encoder adds `_total` to `name`).
+fn counter_family(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    proxies: &[ProxyFigures],
+    value: impl Fn(&ProxyFigures) -> u64,
+) {
+    let family = IntCounters::default();
+    for p in proxies {
+        family
+            .get_or_create(&vec![("proxy", p.proxy_id.clone())])
+            .inc_by(value(p));
+    }
+    registry.register(name, help, family);
+}
+
+/// The counters since registration: what `rate()` and `increase()` read.
+fn register_counters(registry: &mut Registry, proxies: &[ProxyFigures]) {
+    let requests = IntCounters::default();
+    for p in proxies {
+        for (class, n) in STATUS_CLASSES.iter().zip(p.totals.status) {
+            requests
+                .get_or_create(&vec![
+                    ("proxy", p.proxy_id.clone()),
+                    ("status_class", class.to_string()),
+                ])
+                .inc_by(n);
+        }
+    }
+    registry.register(
+        "proxy_metrics_requests",
+        "Requests reported since the proxy was registered, by status class (successes count as \
+         2xx and errors as 5xx where the proxy sent no statusCounts)",
+        requests,
+    );
+    counter_family(
+        registry,
+        "proxy_metrics_errors",
+        "Failed requests reported since the proxy was registered",
+        proxies,
+        |p| p.totals.errors,
+    );
+    counter_family(
+        registry,
+        "proxy_metrics_data_transferred_bytes",
+        "Bytes transferred (sent) since the proxy was registered",
+        proxies,
+        |p| p.totals.data_transferred_bytes,
+    );
+    counter_family(
+        registry,
+        "proxy_metrics_data_received_bytes",
+        "Bytes received since the proxy was registered",
+        proxies,
+        |p| p.totals.data_received_bytes,
+    );
+}
+
 /// The exposition of `proxies`: `# HELP` and `# TYPE` before every family
 /// that has series (the encoder leaves out a family without any, so no
 /// proxies is an empty exposition); no `# EOF`, which 0.0.4 does not have.
 pub fn encode(proxies: &[ProxyFigures]) -> Result<String, std::fmt::Error> {
     let mut registry = Registry::default();
+    register_counters(&mut registry, proxies);
     // (prometheus-client ends every help text with a period.)
     int_family(
         &mut registry,
@@ -216,5 +288,33 @@ pub fn encode(proxies: &[ProxyFigures]) -> Result<String, std::fmt::Error> {
 
     let mut text = String::new();
     encode_registry(&mut text, &registry)?;
-    Ok(text)
+    Ok(counters_named_as_their_samples(&text))
+}
+
+/// The encoder writes OpenMetrics' metadata for a counter (`# TYPE
+/// proxy_metrics_errors counter`, samples `proxy_metrics_errors_total`);
+/// in the text format 0.0.4 the metadata names the samples themselves, or
+/// Prometheus and `promtool` take them as untyped.
+fn counters_named_as_their_samples(text: &str) -> String {
+    let counters: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(text.len() + 16 * counters.len());
+    for line in text.lines() {
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(&name)
+                .then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        match renamed {
+            Some(line) => out.push_str(&line),
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
 }

@@ -13,13 +13,15 @@ use crate::export::prometheus::{PROMETHEUS_CONTENT_TYPE, ProxyFigures, encode};
 use crate::http::{App, authenticate, respond, take_caller_limit};
 use crate::storage::Proxy;
 
-/// Proxies read at once during a scrape (each read is three or four queries).
+/// Proxies read at once during a scrape (each read is five or six calls).
 const SCRAPE_CONCURRENCY: usize = 8;
 
 /// `GET /metrics` — needs `metrics:read`; a proxy-scoped token sees its own
 /// proxy only. Per proxy: pending chunks, today's day and the last 24 hours
 /// of five-minute buckets (plus the 6 days before today when neither holds
-/// an event): at most 4 queries, whatever the proxy recorded.
+/// an event), and its counts since registration (the totals item and the
+/// pending chunks it does not hold): at most 6 queries and 4 item reads,
+/// whatever the proxy recorded.
 pub async fn get_prometheus_metrics(app: &App, request: Request) -> Response<Body> {
     respond(&request, async {
         let caller = authenticate(app, &request).await?;
@@ -45,17 +47,28 @@ pub async fn get_prometheus_metrics(app: &App, request: Request) -> Response<Bod
         let today = now.date_naive();
         let figures: Vec<ProxyFigures> = stream::iter(proxies)
             .map(|proxy| async move {
-                let recent = app
-                    .store
-                    .read_recent(&proxy.proxy_id, today, from, to, LATEST_LOOKBACK_DAYS - 1)
-                    .await?;
-                Ok::<_, ApiError>(ProxyFigures::new(
+                // One epoch (E0) for both reads: each checks it again at its end.
+                let epoch = app.store.fold_epoch(&proxy.proxy_id).await?;
+                let (recent, totals) = futures::try_join!(
+                    app.store.read_recent(
+                        &proxy.proxy_id,
+                        today,
+                        from,
+                        to,
+                        LATEST_LOOKBACK_DAYS - 1,
+                        epoch
+                    ),
+                    app.store.read_totals(&proxy.proxy_id, epoch),
+                )?;
+                let mut figures = ProxyFigures::new(
                     &proxy.proxy_id,
                     proxy.registered_at,
                     &recent.days,
                     &recent.buckets,
                     now,
-                ))
+                );
+                figures.totals = totals;
+                Ok::<_, ApiError>(figures)
             })
             .buffered(SCRAPE_CONCURRENCY)
             .try_collect()

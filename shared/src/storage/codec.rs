@@ -4,6 +4,7 @@
 use super::days::{StoredBucket, StoredDay};
 use super::dims::StoredDims;
 use super::error::StorageError;
+use super::totals::StoredTotals;
 use crate::domain::dimensions::StatusCounts;
 use crate::domain::rollup::{DayPart, PartDims};
 
@@ -125,7 +126,7 @@ macro_rules! plain_body {
 }
 
 trailed_body!(DayPart, StoredDay);
-plain_body!(StoredBucket, StoredDims);
+plain_body!(StoredBucket, StoredDims, StoredTotals);
 
 #[cfg(test)]
 mod tests {

@@ -97,6 +97,17 @@ impl ProxyFold {
             && !self.still_pending.contains(&place)
     }
 
+    /// `folded` (entries of any day, each its chunk's own) with the gone
+    /// entries dropped, if there are any.
+    pub(super) fn pruned_each_by_its_day(&self, folded: &Folded) -> Option<Folded> {
+        let kept: Folded = folded
+            .iter()
+            .filter(|(k, _)| !keys::day_of_pending(k).is_some_and(|day| self.gone(day, k)))
+            .cloned()
+            .collect();
+        (kept.len() < folded.len()).then_some(kept)
+    }
+
     /// `folded` with the gone entries dropped, if there are any.
     pub(super) fn pruned(&self, day: NaiveDate, folded: &Folded) -> Option<Folded> {
         let kept: Folded = folded
@@ -196,7 +207,8 @@ impl Store {
         }
         let (page_writes, page_prunes) =
             self.plan_dimension_pages(fold, day, chunks, now_ms).await?;
-        prunes |= page_prunes;
+        let (totals_write, totals_prunes) = self.plan_totals(fold, chunks, now_ms).await?;
+        prunes |= page_prunes || totals_prunes;
         // 2. Nobody else at work on this proxy since this run's view.
         let epoch_now = if prunes {
             self.move_fold_epoch(&proxy_id).await?
@@ -234,6 +246,7 @@ impl Store {
         if !self
             .write_dimension_pages(&proxy_id, day, page_writes)
             .await?
+            || !self.write_totals(&proxy_id, totals_write).await?
         {
             fold.concurrent = true;
             outcome.events = 0;

@@ -228,6 +228,11 @@ pub fn cardinality(proxy_id: &str, day: NaiveDate, key: DimensionKey) -> Key {
     )
 }
 
+/// A proxy's counts since registration (`/metrics`' counters).
+pub fn totals(proxy_id: &str) -> Key {
+    self::key(format!("TOTALS#{proxy_id}"), "TOTALS".into())
+}
+
 // ---------------------------------------------------------------- aggregation
 
 /// Days whose aggregation failed, one partition (a handful of items).

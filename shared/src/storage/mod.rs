@@ -12,6 +12,7 @@
 //! | day | `DAY#{proxyId}` | `{day}` | aggregation | the materialised day, and which chunks it holds; kept forever; a range is one Query |
 //! | bucket | `BUCKET#{proxyId}` | `{day}T{HH:MM}` | aggregation | one five-minute bucket (summary, last hour); kept for the owner's raw retention |
 //! | dimension page | `DIMS#{proxyId}` | `{route\|upstream}#{day}#{page:02}` | aggregation | a day's values of one key (v3), 1 page (8 for enterprise); a breakdown over a range is one Query; kept for the owner's raw retention |
+//! | totals | `TOTALS#{proxyId}` | `TOTALS` | aggregation | counts since registration (`/metrics`' counters), and which chunks they hold |
 //! | cardinality | `CARD#{proxyId}` | `{day}#{key}` | record, first sighting of a value | the hashes of the values a day admitted under the tier's cap (a conditional `ADD` to a number set) |
 //! | alerts | `ALERT#…`, `ALERTCOUNT#…`, `ALERTCHANGE#…`, `OUTBOX`, `DELIVERIES#…` | see [`alerts`] | rules, state changes, outbox | one delivery per state change |
 //! | failure record | `QUARANTINE` | `{proxyId}#{day}` | aggregation | a day whose folding failed; quarantined after 3 failed runs |
@@ -41,6 +42,7 @@ mod quarantine;
 mod recent;
 mod record;
 mod retry;
+mod totals;
 mod v2_pending;
 
 use std::collections::HashMap;
@@ -71,6 +73,7 @@ pub use record::{
     SequencedOutcome, body_fingerprint,
 };
 pub use retry::MAX_ATTEMPTS;
+pub use totals::{StoredTotals, Totals};
 // Meter and Usage are defined here.
 
 #[derive(Clone)]

@@ -69,9 +69,9 @@ impl Store {
     /// What a scrape needs of one proxy, reflecting every event recorded
     /// before the call: `today`'s day, the five-minute buckets whose start
     /// lies in `[from, to]`, and — only when neither holds an event — the
-    /// `lookback_days` days before `today` (to find the latest event). The
-    /// proxy comes from the owner's index here, which does not carry the
-    /// fold epoch: it is read first.
+    /// `lookback_days` days before `today` (to find the latest event).
+    /// `epoch`: the fold epoch read before (E0; the owner's index the
+    /// scrape lists proxies from does not carry it).
     pub async fn read_recent(
         &self,
         proxy_id: &str,
@@ -79,8 +79,8 @@ impl Store {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
         lookback_days: i64,
+        epoch: u64,
     ) -> Result<Recent, StorageError> {
-        let epoch = self.fold_epoch(proxy_id).await?;
         let nothing_seen = |recent: &Recent| {
             !(recent
                 .days

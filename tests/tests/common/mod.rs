@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod fault_proxy;
+pub mod fold;
 pub mod record;
 pub mod stack;
 
