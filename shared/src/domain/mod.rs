@@ -3,6 +3,7 @@
 pub mod alert;
 pub mod event;
 pub mod rollup;
+pub mod series;
 pub mod sketch;
 pub mod tier;
 

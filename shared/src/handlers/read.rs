@@ -18,7 +18,7 @@ use crate::storage::Recent;
 /// The order of every read: the token, its scope, then the input (the
 /// proxy id here, dates in the handler) — all before any storage call — and
 /// last the caller's own limit and the ownership read ([`owned_proxy`]).
-async fn reader(app: &App, request: &Request) -> Result<(Caller, String), ApiError> {
+pub(super) async fn reader(app: &App, request: &Request) -> Result<(Caller, String), ApiError> {
     let caller = authenticate(app, request).await?;
     caller.require_scope(Scope::MetricsRead)?;
     let proxy_id = path_param(request, "proxyId")?;
