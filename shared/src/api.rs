@@ -44,6 +44,9 @@ pub fn instant_str(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
+mod series;
+pub use series::{SeriesPoint, SeriesResponse};
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TopError {
     pub message: String,

@@ -245,6 +245,48 @@ fn every_response_type_matches_its_openapi_schema() {
 }
 
 #[test]
+fn the_series_response_matches_its_openapi_schema() {
+    use proxy_metrics::domain::series::{Span, Step, points_from_buckets};
+    let doc = document();
+    let (_, rollup) = rich_day();
+    let now = at("2024-01-15T12:00:00Z");
+    let span = Span::new(
+        at("2024-01-15T10:00:00Z"),
+        at("2024-01-15T10:10:00Z"),
+        Step::FiveMinutes,
+    )
+    .unwrap();
+    let start = at("2024-01-15T10:00:00Z").timestamp_millis();
+    let bucket = proxy_metrics::domain::rollup::Bucket {
+        stats: rollup.stats.clone(),
+        healthy: true,
+    };
+    let buckets = BTreeMap::from([(start, bucket)]);
+    let points: Vec<SeriesPoint> =
+        points_from_buckets(&span, &buckets, Some(at("2024-01-01T00:00:00Z")), now)
+            .iter()
+            .map(SeriesPoint::of)
+            .collect();
+    assert!(points[0].p99_latency_ms.is_some() && points[1].success_rate.is_none());
+    let mut problems = Vec::new();
+    check(&doc, "SeriesPoint", &points[0], &mut problems);
+    check(
+        &doc,
+        "SeriesResponse",
+        &SeriesResponse {
+            proxy_id: "edge-eu-1".into(),
+            from: instant_str(span.start()),
+            to: instant_str(at("2024-01-15T10:10:00Z")),
+            step: "5m",
+            count: points.len(),
+            points,
+        },
+        &mut problems,
+    );
+    assert!(problems.is_empty(), "{problems:#?}");
+}
+
+#[test]
 fn every_alert_response_type_matches_its_openapi_schema() {
     use proxy_metrics::domain::alert::RuleSpec;
     use proxy_metrics::domain::alert::eval::State;

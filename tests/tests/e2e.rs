@@ -4,6 +4,8 @@
 #[path = "e2e/alerts.rs"]
 mod alerts;
 mod common;
+#[path = "e2e/series.rs"]
+mod series;
 #[path = "e2e/unknown_routes.rs"]
 mod unknown_routes;
 

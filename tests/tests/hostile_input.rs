@@ -228,6 +228,18 @@ fn hostile_request(route: Route, token: &str, proxy_id: &str, date: &str) -> Req
             token,
             None,
         ),
+        Route::Series => gateway_event(
+            "GET",
+            "/proxy/metrics/{proxyId}/series",
+            &p,
+            &[
+                ("from", "2024-01-15T00:00:00Z"),
+                ("to", "2024-01-15T01:00:00Z"),
+                ("step", "5m"),
+            ],
+            token,
+            None,
+        ),
         _ => gateway_event(
             "GET",
             "/proxy/metrics/{proxyId}/summary",

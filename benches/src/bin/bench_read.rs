@@ -1,14 +1,16 @@
 //! Read-path benchmark against embedded dynoxide (release build recommended):
 //!   cargo run --release -p integration-tests --example bench_read
 //! Prints a markdown table: 366-day range and aggregation latency (materialised
-//! and not), rollup bytes per day, percentile error on 1,000,000 samples.
+//! and not), a 7-day 5-minute series (2,016 points, one event in every
+//! bucket) and its read units, rollup bytes per day, percentile error on
+//! 1,000,000 samples.
 
 #[path = "../../../tests/tests/common/mod.rs"]
 mod common;
 
 use std::time::Instant;
 
-use chrono::{Duration, Utc};
+use chrono::{Duration, TimeZone, Utc};
 use common::*;
 use proxy_metrics::domain::event::{Event, EventType};
 use proxy_metrics::domain::rollup::Rollup;
@@ -86,6 +88,38 @@ async fn time_handler(
     median_ms(times)
 }
 
+/// The 7-day 5-minute series of `proxy` (2,016 points): (min, median, max)
+/// ms and the read units of one request.
+async fn time_series(
+    h: &Harness,
+    token: &str,
+    proxy: &str,
+    from: &str,
+    to: &str,
+) -> ((f64, f64, f64), f64, u64) {
+    let mut times = Vec::new();
+    let mut usage = None;
+    for _ in 0..RUNS {
+        let req = Req::new("GET", "/proxy/metrics/{proxyId}/series")
+            .param("proxyId", proxy)
+            .query("from", from)
+            .query("to", to)
+            .query("step", "5m")
+            .bearer(token)
+            .build();
+        let before = h.app.store.usage();
+        let t = Instant::now();
+        let resp = handlers::get_series(&h.app, req).await;
+        times.push(t.elapsed().as_secs_f64() * 1000.0);
+        usage.get_or_insert(h.app.store.usage() - before);
+        let (status, body, _) = parts(resp);
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["count"], 2016);
+    }
+    let usage = usage.unwrap_or_default();
+    (median_ms(times), usage.read_units, usage.queries)
+}
+
 #[tokio::main]
 async fn main() {
     let h = Harness::start().await;
@@ -106,6 +140,31 @@ async fn main() {
     }
     h.store_events("bench", Tier::Enterprise, &events, 500)
         .await;
+    // The series proxy: one event in every five-minute bucket of the last
+    // 7 days (2,016 events of 100 samples), beside the range's proxy.
+    assert_eq!(h.register(&token, "bench-series").await.0, 201);
+    let now = h.app.clock.now();
+    let series_to = Utc
+        .timestamp_millis_opt(now.timestamp_millis().div_euclid(300_000) * 300_000)
+        .single()
+        .unwrap_or(now);
+    let series_from = series_to - Duration::days(7);
+    let series_events: Vec<Event> = (0..2016)
+        .map(|i| {
+            event(
+                &mut rng,
+                format!("s{i}"),
+                series_from + Duration::minutes(5 * i + 2),
+            )
+        })
+        .collect();
+    h.store_events("bench-series", Tier::Pro, &series_events, 288)
+        .await;
+    let (sf, st) = (
+        series_from.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        series_to.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+    );
+    let series_raw = time_series(&h, &token, "bench-series", &sf, &st).await;
     let (s, e) = (
         start.format("%Y-%m-%d").to_string(),
         today.format("%Y-%m-%d").to_string(),
@@ -132,6 +191,7 @@ async fn main() {
     let t = Instant::now();
     let report = aggregate::run_all(&h.app.store).await.unwrap();
     let aggregate_ms = t.elapsed().as_secs_f64() * 1000.0;
+    let series_mat = time_series(&h, &token, "bench-series", &sf, &st).await;
     let range_mat = time_handler(
         &h,
         &token,
@@ -191,9 +251,22 @@ async fn main() {
         ),
         ("366-day range, materialised (ms)", range_mat),
         ("366-day aggregation, materialised (ms)", agg_mat),
+        (
+            "7-day 5-minute series (2,016 points), buckets not yet materialised (ms)",
+            series_raw.0,
+        ),
+        (
+            "7-day 5-minute series (2,016 points), materialised (ms)",
+            series_mat.0,
+        ),
     ] {
         println!("| {name} | {a:.1} | {b:.1} | {c:.1} |");
     }
+    println!();
+    println!(
+        "- series read units: not materialised {:.1} RRU in {} queries, materialised {:.1} RRU in {} queries",
+        series_raw.1, series_raw.2, series_mat.1, series_mat.2
+    );
     println!();
     println!(
         "- aggregation run: {} days, {} events in {aggregate_ms:.0} ms",

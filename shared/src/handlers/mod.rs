@@ -10,6 +10,7 @@ mod metrics;
 mod proxies;
 mod read;
 mod record;
+mod series;
 
 pub use alerts::{create_alert, delete_alert, list_alerts, list_deliveries, test_alert};
 pub use breakdown::{BreakdownResponse, BreakdownValue, get_breakdown};
@@ -20,3 +21,4 @@ pub use metrics::get_prometheus_metrics;
 pub use proxies::{list_proxies, register_proxy};
 pub use read::{get_aggregation, get_daily_metrics, get_daily_range, get_summary};
 pub use record::record_metrics;
+pub use series::get_series;

@@ -120,9 +120,10 @@ pub enum Route {
     Range,
     Aggregation,
     Summary,
+    Series,
 }
 
-pub const ROUTES: [Route; 7] = [
+pub const ROUTES: [Route; 8] = [
     Route::Register,
     Route::List,
     Route::Record,
@@ -130,14 +131,16 @@ pub const ROUTES: [Route; 7] = [
     Route::Range,
     Route::Aggregation,
     Route::Summary,
+    Route::Series,
 ];
 /// The routes that act on a proxy named in the path.
-pub const PROXY_ROUTES: [Route; 5] = [
+pub const PROXY_ROUTES: [Route; 6] = [
     Route::Record,
     Route::Daily,
     Route::Range,
     Route::Aggregation,
     Route::Summary,
+    Route::Series,
 ];
 
 /// A valid request for `route` on `proxy_id` (for register, the proxy to create).
@@ -163,6 +166,10 @@ pub fn request(route: Route, token: &str, proxy_id: &str) -> Request {
             .query("periodStart", &today)
             .query("periodEnd", &today),
         Route::Summary => Req::new("GET", "/proxy/metrics/{proxyId}/summary"),
+        Route::Series => Req::new("GET", "/proxy/metrics/{proxyId}/series")
+            .query("from", &iso(now() - chrono::Duration::hours(1)))
+            .query("to", &iso(now()))
+            .query("step", "5m"),
     };
     req.param("proxyId", proxy_id).bearer(token).build()
 }
@@ -176,6 +183,7 @@ pub async fn handle(app: &App, route: Route, request: Request) -> Response<Body>
         Route::Range => handlers::get_daily_range(app, request).await,
         Route::Aggregation => handlers::get_aggregation(app, request).await,
         Route::Summary => handlers::get_summary(app, request).await,
+        Route::Series => handlers::get_series(app, request).await,
     }
 }
 
