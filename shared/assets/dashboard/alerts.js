@@ -94,6 +94,11 @@
         words.hint = 'Correct the field named above and create the rule again.';
       } else if (status === 409) {
         words.hint = 'Delete a rule you no longer need, or use a higher tier.';
+      } else if (status === 0 || status === 429 || status >= 500) {
+        // The panel has no Retry button of its own: say what to press instead.
+        words.hint = writing
+          ? 'Press Refresh to see whether it was done, then try again in a moment.'
+          : 'Press Refresh in a moment to read the rules again.';
       }
       return words;
     }
