@@ -13,6 +13,11 @@
 3. Saves full-page screenshots at 1280x800 and at a phone's 390x844, checks
    that the phone layout does not scroll sideways, and fails on any console
    error, uncaught exception or Content-Security-Policy violation.
+4. The "Alert rules" panel (alerts_panel.py): a rule made through the API is
+   listed FIRING with since when; a rule is created through the form (the
+   API's 400 shown first; the secret shown once, with a copy button) and
+   deleted through the page, the API agreeing; narrower tokens get a note
+   or a clear refusal in the panel. Screenshots target/dashboard-alerts*.png.
 
 Usage: dashboard_test.py --api http://127.0.0.1:9000 [--secret S] [--out DIR]
 """
@@ -37,6 +42,9 @@ import urllib.request
 import uuid
 
 import websockets
+
+sys.dont_write_bytecode = True  # no __pycache__ beside the tests
+import alerts_panel  # noqa: E402  (this folder; after the flag above)
 
 CHROMIUM_FLAGS = [
     # What works on these machines (no sandbox as root, no network but loopback).
@@ -252,6 +260,10 @@ async def test_dashboard(args):
                                       "iat": int(now.timestamp()), "exp": int(now.timestamp()) + 3600})
     levels, recorded = seed(args.api, token, proxy, now)
     print(f"recorded {recorded} events for {proxy} over 7 days")
+    receiver = alerts_panel.Receiver()
+    seeded_rule = alerts_panel.seed_rules(call, args.api, token, proxy, receiver.url)
+    scoped = lambda scope: hs256_token(args.secret, {"sub": f"browser-{run}", "tier": "pro", "scope": scope,
+                                                     "iat": int(now.timestamp()), "exp": int(now.timestamp()) + 3600})
     today = now.date()
     week = [(today - dt.timedelta(days=6 - i)).isoformat() for i in range(7)]
     # Warm the functions the page calls (the local stack compiles each on its first request).
@@ -261,6 +273,11 @@ async def test_dashboard(args):
         assert status == 200, (path, status)
 
     browser = Browser(args.chromium)
+
+    async def shot(name):
+        await asyncio.sleep(0.3)
+        await browser.screenshot(os.path.join(args.out_dir, f"dashboard-{name}.png"))
+
     try:
         await browser.start()
         await browser.viewport(1280, 800, False)
@@ -308,6 +325,8 @@ async def test_dashboard(args):
         check(not page["errorShown"], "no error box")
         await asyncio.sleep(0.3)  # let uPlot settle after the last draw
         await browser.screenshot(args.out_desktop)
+        await alerts_panel.check_alerts_panel(browser, call, check, args.api, token, proxy, receiver.url,
+                                              seeded_rule, shot)
 
         await browser.viewport(390, 844, True)
         await browser.wait_for("""Array.from(document.querySelectorAll('.chart')).every((c) =>
@@ -317,9 +336,16 @@ async def test_dashboard(args):
         check(overflow <= 0, f"the phone layout scrolls sideways by {overflow}px")
         await asyncio.sleep(0.3)
         await browser.screenshot(args.out_phone)
+        # The alerts form open on the phone: one column, nothing sideways.
+        await browser.js("document.getElementById('alerts-new').click()")
+        overflow = await browser.js("document.documentElement.scrollWidth - window.innerWidth")
+        check(overflow <= 0, f"the phone layout with the alerts form scrolls sideways by {overflow}px")
+        await shot("alerts-phone")
+        await alerts_panel.check_scopes(browser, check, scoped("metrics:read"), scoped("metrics:write"), seeded_rule)
         check(not browser.problems, "console errors, exceptions or CSP violations:\n  " + "\n  ".join(browser.problems))
     finally:
         await browser.close()
+        receiver.close()
 
 
 def check(condition, message):
@@ -335,6 +361,7 @@ def main():
     parser.add_argument("--out", default="target")
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
+    args.out_dir = os.path.abspath(args.out)
     args.out_desktop = os.path.abspath(os.path.join(args.out, "dashboard-screenshot.png"))
     args.out_phone = os.path.abspath(os.path.join(args.out, "dashboard-screenshot-phone.png"))
     try:

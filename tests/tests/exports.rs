@@ -717,6 +717,11 @@ fn dashboard_serves_the_page_and_its_files_with_their_types_and_headers() {
     let cases = [
         (None, "index.html", "text/html; charset=utf-8"),
         (Some("app.js"), "app.js", "text/javascript; charset=utf-8"),
+        (
+            Some("alerts.js"),
+            "alerts.js",
+            "text/javascript; charset=utf-8",
+        ),
         (Some("style.css"), "style.css", "text/css; charset=utf-8"),
         (
             Some("vendor/uPlot.iife.min.js"),

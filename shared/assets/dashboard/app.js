@@ -80,6 +80,7 @@
   let selectedDay = -1;
   let loadSeq = 0;
   let inflight = null;
+  let alertsPanel = null; // alerts.js, when it loaded
 
   // ---------------------------------------------------------------- state
 
@@ -258,13 +259,22 @@
     }
   }
 
-  // `load` is what beginLoad() returned: its signal cancels the request.
-  async function apiGet(path, load) {
+  // `load` is what beginLoad() or timedLoad() returned: its signal cancels the request.
+  function apiGet(path, load) {
+    return apiRequest('GET', path, load, undefined);
+  }
+
+  // One call to the API: the parsed JSON body of a 2xx (null for a 204), or
+  // an ApiError. `body`, when given, is sent as JSON.
+  async function apiRequest(method, path, load, body) {
+    const headers = { Authorization: 'Bearer ' + token, Accept: 'application/json' };
+    if (body !== undefined) headers['Content-Type'] = 'application/json';
     let response;
     try {
       response = await fetch(API_BASE + path, {
-        method: 'GET',
-        headers: { Authorization: 'Bearer ' + token, Accept: 'application/json' },
+        method,
+        headers,
+        body: body === undefined ? undefined : JSON.stringify(body),
         cache: 'no-store',
         credentials: 'omit',
         referrerPolicy: 'no-referrer',
@@ -279,17 +289,18 @@
     } catch (_) {
       throw abortOrNetwork(load);
     }
-    let body = null;
+    if (response.status === 204) return null;
+    let parsed = null;
     try {
-      body = JSON.parse(text);
+      parsed = JSON.parse(text);
     } catch (_) {
-      body = null;
+      parsed = null;
     }
     if (response.ok) {
-      if (body && typeof body === 'object') return body;
+      if (parsed && typeof parsed === 'object') return parsed;
       throw new ApiError('bad-response', response.status, null, null);
     }
-    throw new ApiError('http', response.status, body, response.headers.get('Retry-After'));
+    throw new ApiError('http', response.status, parsed, response.headers.get('Retry-After'));
   }
 
   function abortOrNetwork(load) {
@@ -298,17 +309,24 @@
     return new ApiError('network', 0, null, null);
   }
 
-  // Starts a new load, cancelling the one in flight.
-  function beginLoad() {
-    if (inflight) inflight.abort();
+  // A cancellable request context that times out after REQUEST_TIMEOUT_MS.
+  function timedLoad() {
     const controller = new AbortController();
-    inflight = controller;
-    const load = { seq: ++loadSeq, signal: controller.signal, timedOut: false };
+    const load = { signal: controller.signal, timedOut: false, abort: () => controller.abort() };
     const timer = window.setTimeout(() => {
       load.timedOut = true;
       controller.abort();
     }, REQUEST_TIMEOUT_MS);
     load.done = () => window.clearTimeout(timer);
+    return load;
+  }
+
+  // Starts a new load of the charts' data, cancelling the one in flight.
+  function beginLoad() {
+    if (inflight) inflight.abort();
+    const load = timedLoad();
+    inflight = load;
+    load.seq = ++loadSeq;
     return load;
   }
 
@@ -474,6 +492,7 @@
     hideData();
     ui.proxySelect.replaceChildren();
     proxies = [];
+    if (alertsPanel) alertsPanel.hide();
     if (focus) ui.tokenInput.focus();
   }
 
@@ -546,6 +565,7 @@
     if (proxies.length === 0) {
       show(ui.controls, false);
       hideData();
+      if (alertsPanel) alertsPanel.hide();
       clearError();
       ui.empty.textContent = 'No proxies registered yet. Register one (POST /proxies with a token that has ' +
         'proxies:write), then reload this page.';
@@ -599,6 +619,7 @@
     const { start, end } = rangeFor(period);
     savePrefs();
     ui.range.textContent = start + ' to ' + end + ' (UTC), ' + period + ' days.';
+    if (alertsPanel) alertsPanel.show(proxyId, proxyLabel(proxyId));
 
     const load = beginLoad();
     setState('loading');
@@ -956,6 +977,44 @@
     }
   }
 
+  // ------------------------------------------------------------- alerts
+
+  // The scopes of the token (its `scope` claim), or null when it has none
+  // (a user token: every scope). Decoded only to say in advance what the
+  // token cannot do; the API decides.
+  function tokenScopes() {
+    try {
+      const part = token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+      const claims = JSON.parse(atob(part + '='.repeat((4 - (part.length % 4)) % 4)));
+      return typeof claims.scope === 'string' ? claims.scope.split(' ').filter(Boolean) : null;
+    } catch (_) {
+      return null;
+    }
+  }
+
+  // What alerts.js may use: requests with the token (never the token itself).
+  function alertsContext() {
+    return {
+      request: (method, path, body) => {
+        const load = timedLoad();
+        return apiRequest(method, path, load, body).finally(load.done);
+      },
+      ApiError,
+      describeError,
+      cleanMessage,
+      fmtInstant,
+      fmtAgo,
+      tokenScopes,
+      // A 401 in the panel ends the session as one anywhere else does.
+      onUnauthorized: (err) => {
+        if (inflight) inflight.abort();
+        loadSeq += 1;
+        ui.refresh.disabled = false;
+        failLoad(err);
+      },
+    };
+  }
+
   // --------------------------------------------------------------- init
 
   function init() {
@@ -979,6 +1038,7 @@
     });
     ui.uptimeBars.addEventListener('keydown', onUptimeKey);
     if (!resizeObserver) window.addEventListener('resize', resizeCharts);
+    if (window.ProxyMetricsAlerts) alertsPanel = window.ProxyMetricsAlerts.create(alertsContext());
 
     if (typeof window.uPlot !== 'function') {
       showSimpleError('The chart library did not load.', 'Reload the page; if it persists, report it.');
