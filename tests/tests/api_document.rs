@@ -287,6 +287,60 @@ fn the_series_response_matches_its_openapi_schema() {
 }
 
 #[test]
+fn the_breakdown_response_matches_its_openapi_schema() {
+    use proxy_metrics::handlers::{BreakdownResponse, BreakdownValue};
+    let doc = document();
+    let value = |v: &str, n: u64| BreakdownValue {
+        value: v.into(),
+        request_count: n,
+        success_count: Some(n - 1),
+        error_count: Some(1),
+        success_rate: Some(0.9),
+        average_latency_ms: Some(12.5),
+        p50_latency_ms: Some(10.0),
+        p95_latency_ms: Some(40.0),
+        p99_latency_ms: None,
+        data_transferred_bytes: Some(1234),
+    };
+    let class = BreakdownValue {
+        success_count: None,
+        error_count: None,
+        success_rate: None,
+        average_latency_ms: None,
+        p50_latency_ms: None,
+        p95_latency_ms: None,
+        data_transferred_bytes: None,
+        ..value("5xx", 3)
+    };
+    let mut problems = Vec::new();
+    check(
+        &doc,
+        "BreakdownValue",
+        &value("/api/users/:id", 10),
+        &mut problems,
+    );
+    check(&doc, "BreakdownValue", &class, &mut problems);
+    check(
+        &doc,
+        "BreakdownResponse",
+        &BreakdownResponse {
+            proxy_id: "edge-eu-1".into(),
+            by: "route",
+            start_date: "2024-01-15".into(),
+            end_date: "2024-01-15".into(),
+            values: vec![value("/a", 10), value("__other__", 4)],
+            other: proxy_metrics::handlers::OtherSummary {
+                event_count: 2,
+                distinct_values: 3,
+            },
+            count: 2,
+        },
+        &mut problems,
+    );
+    assert!(problems.is_empty(), "{problems:#?}");
+}
+
+#[test]
 fn every_alert_response_type_matches_its_openapi_schema() {
     use proxy_metrics::domain::alert::RuleSpec;
     use proxy_metrics::domain::alert::eval::State;

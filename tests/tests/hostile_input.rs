@@ -240,6 +240,14 @@ fn hostile_request(route: Route, token: &str, proxy_id: &str, date: &str) -> Req
             token,
             None,
         ),
+        Route::Breakdown => gateway_event(
+            "GET",
+            "/proxy/metrics/{proxyId}/breakdown",
+            &p,
+            &[("by", "route"), ("startDate", date), ("endDate", date)],
+            token,
+            None,
+        ),
         _ => gateway_event(
             "GET",
             "/proxy/metrics/{proxyId}/summary",

@@ -63,7 +63,13 @@ async fn main() {
     let seed = Instant::now();
     for ago in (0..DAYS).rev() {
         let day = today - Duration::days(ago);
-        let at = instant_on(day, 1, 2, now()).min(now());
+        // noon of past days (stored directly: no late window), a minute
+        // ago today
+        let at = if ago == 0 {
+            now() - Duration::minutes(1)
+        } else {
+            day.and_hms_opt(12, 0, 0).unwrap_or_default().and_utc()
+        };
         let events: Vec<Event> = (0..ROUTES)
             .map(|r| event(&mut rng, format!("d{ago}-r{r}"), at, r))
             .collect();

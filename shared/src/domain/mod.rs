@@ -4,6 +4,7 @@ pub mod alert;
 pub mod dimensions;
 pub mod event;
 pub mod rollup;
+pub mod sequence;
 pub mod series;
 pub mod sketch;
 pub mod tier;

@@ -13,7 +13,7 @@ mod record;
 mod series;
 
 pub use alerts::{create_alert, delete_alert, list_alerts, list_deliveries, test_alert};
-pub use breakdown::{BreakdownResponse, BreakdownValue, get_breakdown};
+pub use breakdown::{BreakdownResponse, BreakdownValue, OtherSummary, get_breakdown};
 #[cfg(feature = "dashboard")]
 pub use dashboard::{CONTENT_SECURITY_POLICY, DASHBOARD_ASSETS, DashboardAsset, get_dashboard};
 #[cfg(feature = "prometheus")]

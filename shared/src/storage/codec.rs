@@ -164,10 +164,19 @@ mod tests {
             error_message: None,
         };
         let rollup = Rollup::of_events(day, &[event]);
-        let bytes = encode_body(&rollup).unwrap();
+        assert_eq!(rollup.status, [0, 10_000, 0, 0, 0]);
+        let stored = StoredDay {
+            rollup: rollup.clone(),
+            folded: Vec::new(),
+        };
+        let bytes = stored.encode().unwrap();
         assert!(bytes.len() < 2_000, "rollup is {} bytes", bytes.len());
-        let back: Rollup = decode_body(&bytes).unwrap();
+        let back = StoredDay::decode(&bytes).unwrap().rollup;
         assert_eq!(back, rollup);
+        // A day written before v3 (no trailer) still decodes: no status.
+        let v2 = StoredDay::decode(&encode_body(&stored).unwrap()).unwrap();
+        assert_eq!(v2.rollup.status, [0; 5]);
+        assert_eq!(v2.rollup.stats, rollup.stats);
         assert_eq!(back.stats.percentile(0.99), rollup.stats.percentile(0.99));
         assert_eq!(
             back.uptime_buckets(day, None, at(23)),

@@ -42,6 +42,7 @@ mod quarantine;
 mod recent;
 mod record;
 mod retry;
+mod split;
 mod totals;
 mod v2_pending;
 

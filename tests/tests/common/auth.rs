@@ -121,9 +121,10 @@ pub enum Route {
     Aggregation,
     Summary,
     Series,
+    Breakdown,
 }
 
-pub const ROUTES: [Route; 8] = [
+pub const ROUTES: [Route; 9] = [
     Route::Register,
     Route::List,
     Route::Record,
@@ -132,15 +133,17 @@ pub const ROUTES: [Route; 8] = [
     Route::Aggregation,
     Route::Summary,
     Route::Series,
+    Route::Breakdown,
 ];
 /// The routes that act on a proxy named in the path.
-pub const PROXY_ROUTES: [Route; 6] = [
+pub const PROXY_ROUTES: [Route; 7] = [
     Route::Record,
     Route::Daily,
     Route::Range,
     Route::Aggregation,
     Route::Summary,
     Route::Series,
+    Route::Breakdown,
 ];
 
 /// A valid request for `route` on `proxy_id` (for register, the proxy to create).
@@ -170,6 +173,10 @@ pub fn request(route: Route, token: &str, proxy_id: &str) -> Request {
             .query("from", &iso(now() - chrono::Duration::hours(1)))
             .query("to", &iso(now()))
             .query("step", "5m"),
+        Route::Breakdown => Req::new("GET", "/proxy/metrics/{proxyId}/breakdown")
+            .query("by", "route")
+            .query("startDate", &today)
+            .query("endDate", &today),
     };
     req.param("proxyId", proxy_id).bearer(token).build()
 }
@@ -184,6 +191,7 @@ pub async fn handle(app: &App, route: Route, request: Request) -> Response<Body>
         Route::Aggregation => handlers::get_aggregation(app, request).await,
         Route::Summary => handlers::get_summary(app, request).await,
         Route::Series => handlers::get_series(app, request).await,
+        Route::Breakdown => handlers::get_breakdown(app, request).await,
     }
 }
 
