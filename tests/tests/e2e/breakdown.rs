@@ -134,7 +134,11 @@ async fn breakdowns_equal_what_was_recorded_before_and_after_the_aggregation_ove
         Some(json!({"events": [event(at, None, None, (1, 0), None), bad]})),
     )
     .await;
-    assert_eq!((s, b["error"].clone()), (400, json!("INVALID_REQUEST")), "{b}");
+    assert_eq!(
+        (s, b["error"].clone()),
+        (400, json!("INVALID_REQUEST")),
+        "{b}"
+    );
     let message = b["message"].as_str().unwrap();
     assert!(
         message.contains("events[1]") && message.contains("dimensions.region"),
@@ -178,11 +182,7 @@ async fn breakdowns_equal_what_was_recorded_before_and_after_the_aggregation_ove
         ("/login", 10),
         ("(none)", 7),
     ]);
-    let mut upstreams = counts(&[
-        ("10.0.3.7:8080", 60),
-        ("10.0.3.8:8080", 50),
-        ("(none)", 7),
-    ]);
+    let mut upstreams = counts(&[("10.0.3.7:8080", 60), ("10.0.3.8:8080", 50), ("(none)", 7)]);
     let mut status = counts(&[
         ("1xx", 1),
         ("2xx", 45 + 30 + 5 + 12),
@@ -216,7 +216,11 @@ async fn breakdowns_equal_what_was_recorded_before_and_after_the_aggregation_ove
             add(&mut route_errors, "/login", 4);
         }
         let by_route = by(&owner, &proxy, "route", &day, "").await;
-        assert_eq!(column(&by_route, "requestCount"), routes, "{round}: {by_route}");
+        assert_eq!(
+            column(&by_route, "requestCount"),
+            routes,
+            "{round}: {by_route}"
+        );
         assert_eq!(column(&by_route, "errorCount"), route_errors, "{round}");
         assert_eq!(
             by_route["other"],
@@ -278,7 +282,11 @@ async fn breakdowns_equal_what_was_recorded_before_and_after_the_aggregation_ove
     assert_eq!(order(&errors), ["/login", "/api/users/:id"], "{errors}");
     let rate = by(&owner, &proxy, "route", &day, "&sort=errorRate&limit=3").await;
     // /login 10/14, (none) 2/7, /api/users/:id 7/70
-    assert_eq!(order(&rate), ["/login", "(none)", "/api/users/:id"], "{rate}");
+    assert_eq!(
+        order(&rate),
+        ["/login", "(none)", "/api/users/:id"],
+        "{rate}"
+    );
 
     // The series of the same day at 5-minute steps sums to the same total.
     let from = at.date_naive().and_time(NaiveTime::MIN).and_utc();
@@ -307,8 +315,17 @@ async fn breakdowns_equal_what_was_recorded_before_and_after_the_aggregation_ove
 
     // The contract's errors: an unknown `by` (400), a range longer than the
     // pro tier's 366 days (422), someone else's proxy (404).
-    let (s, b) = breakdown(&owner, &proxy, &format!("by=path&startDate={day}&endDate={day}")).await;
-    assert_eq!((s, b["error"].clone()), (400, json!("INVALID_REQUEST")), "{b}");
+    let (s, b) = breakdown(
+        &owner,
+        &proxy,
+        &format!("by=path&startDate={day}&endDate={day}"),
+    )
+    .await;
+    assert_eq!(
+        (s, b["error"].clone()),
+        (400, json!("INVALID_REQUEST")),
+        "{b}"
+    );
     assert_eq!(b["code"], "PROXY_METRICS_400");
     let long_ago = common::day_str((at - Duration::days(400)).date_naive());
     let (s, b) = breakdown(
@@ -317,10 +334,19 @@ async fn breakdowns_equal_what_was_recorded_before_and_after_the_aggregation_ove
         &format!("by=route&startDate={long_ago}&endDate={day}"),
     )
     .await;
-    assert_eq!((s, b["error"].clone()), (422, json!("RANGE_TOO_LARGE")), "{b}");
+    assert_eq!(
+        (s, b["error"].clone()),
+        (422, json!("RANGE_TOO_LARGE")),
+        "{b}"
+    );
     assert_eq!(b["code"], "PROXY_METRICS_422");
     let stranger = bearer(&format!("stranger-{run}"));
-    let (s, b) = breakdown(&stranger, &proxy, &format!("by=route&startDate={day}&endDate={day}")).await;
+    let (s, b) = breakdown(
+        &stranger,
+        &proxy,
+        &format!("by=route&startDate={day}&endDate={day}"),
+    )
+    .await;
     assert_eq!((s, b["error"].clone()), (404, json!("NOT_FOUND")), "{b}");
 }
 
@@ -384,7 +410,12 @@ async fn values_past_a_free_owners_cap_count_under_other_over_http() {
 
     // The free tier's longest range is 31 days, both ends inclusive.
     let ok = common::day_str((at - Duration::days(30)).date_naive());
-    let (s, b) = breakdown(&owner, &proxy, &format!("by=upstream&startDate={ok}&endDate={day}")).await;
+    let (s, b) = breakdown(
+        &owner,
+        &proxy,
+        &format!("by=upstream&startDate={ok}&endDate={day}"),
+    )
+    .await;
     assert_eq!(s, 200, "{b}");
     assert_eq!(column(&b, "requestCount"), counts(&[("(none)", 101)]));
     let too_long = common::day_str((at - Duration::days(31)).date_naive());
@@ -394,5 +425,9 @@ async fn values_past_a_free_owners_cap_count_under_other_over_http() {
         &format!("by=upstream&startDate={too_long}&endDate={day}"),
     )
     .await;
-    assert_eq!((s, b["error"].clone()), (422, json!("RANGE_TOO_LARGE")), "{b}");
+    assert_eq!(
+        (s, b["error"].clone()),
+        (422, json!("RANGE_TOO_LARGE")),
+        "{b}"
+    );
 }
