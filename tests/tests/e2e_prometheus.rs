@@ -134,7 +134,10 @@ impl Prometheus {
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .unwrap_or_else(|e| panic!("{binary}: {e}"));
+            .unwrap_or_else(|e| {
+                let _ = std::fs::remove_dir_all(&dir);
+                panic!("{binary}: {e}")
+            });
         Self {
             child,
             dir,
@@ -393,6 +396,7 @@ async fn prometheus_scraping_the_stack_reads_exact_counters_that_never_go_down()
     .await;
     assert_eq!(s, 200, "{report}");
     assert_eq!(report["daysFailed"], 0, "{report}");
+    println!("aggregation between scrapes: {report}");
     let folded = now_seconds();
     wait_for_scrape(&prometheus, &proxy, folded, &recorded.counters()).await;
     wait_for_scrape(&prometheus, &proxy, folded + 1.5, &recorded.counters()).await;
