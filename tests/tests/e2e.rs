@@ -3,6 +3,8 @@
 
 #[path = "e2e/alerts.rs"]
 mod alerts;
+#[path = "e2e/breakdown.rs"]
+mod breakdown;
 mod common;
 #[path = "e2e/series.rs"]
 mod series;
@@ -25,10 +27,15 @@ fn api() -> String {
 }
 
 fn bearer(sub: &str) -> String {
+    bearer_of_tier(sub, "pro")
+}
+
+/// A user token (all scopes) of `tier` for `sub`, valid for 10 minutes.
+fn bearer_of_tier(sub: &str, tier: &str) -> String {
     let secret =
         std::env::var("E2E_JWT_SECRET").unwrap_or_else(|_| "local-dev-secret-change-me".into());
     let now = real_now().timestamp();
-    let claims = json!({"sub": sub, "exp": now + 600, "tier": "pro"});
+    let claims = json!({"sub": sub, "exp": now + 600, "tier": tier});
     let token = jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
         &claims,
