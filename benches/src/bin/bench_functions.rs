@@ -316,6 +316,19 @@ async fn main() {
             ),
         ),
         (
+            "get-series",
+            "GET 24-hour 5-minute series".into(),
+            api_event(
+                "GET",
+                "/proxy/metrics/{proxyId}/series",
+                "/proxy/metrics/bench/series",
+                p.clone(),
+                json!({"from": iso(now() - chrono::Duration::hours(24)), "to": now_iso, "step": "5m"}),
+                &token,
+                None,
+            ),
+        ),
+        (
             "aggregate-metrics",
             "scheduled run (idle)".into(),
             json!({"version": "0", "id": "bench", "detail-type": "Scheduled Event", "source": "aws.scheduler",
