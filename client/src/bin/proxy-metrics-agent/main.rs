@@ -108,6 +108,13 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let routes = match args.routes() {
+        Ok(r) => r,
+        Err(e) => {
+            error!("{e}");
+            return ExitCode::from(2);
+        }
+    };
     let stdin = args.stdin();
     if stdin && args.log.len() > 1 {
         error!("LOG: `-` (standard input) cannot be read beside files");
@@ -182,7 +189,8 @@ async fn main() -> ExitCode {
         args.once,
         single,
         resumed.clone(),
-    ));
+    )
+    .with_routes(routes));
     // Plain threads, not the runtime's: file reads block, and a thread
     // stuck reading stdin must not hold up the exit after the flush.
     std::thread::spawn(move || {
