@@ -298,12 +298,11 @@ impl Interval {
             .unwrap_or(DateTime::UNIX_EPOCH)
             .to_rfc3339_opts(SecondsFormat::Secs, true);
         let latency = self.latency.as_ref();
-        let dimensions = (self.key.route.is_some() || self.key.upstream.is_some()).then(|| {
-            EventDimensions {
+        let dimensions =
+            (self.key.route.is_some() || self.key.upstream.is_some()).then(|| EventDimensions {
                 route: self.key.route.clone(),
                 upstream: self.key.upstream.clone(),
-            }
-        });
+            });
         Event {
             event_type: "request",
             event_id,
@@ -476,3 +475,7 @@ impl Aggregator {
 #[cfg(test)]
 #[path = "aggregate_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "aggregate_dims_tests.rs"]
+mod dims_tests;

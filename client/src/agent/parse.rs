@@ -404,3 +404,7 @@ mod format_tests;
 #[cfg(test)]
 #[path = "parse_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "parse_dims_tests.rs"]
+mod dims_tests;

@@ -129,7 +129,6 @@ pub(super) fn parse_json(m: &JsonMapping, line: &str) -> Result<LogRecord, Malfo
     })
 }
 
-
 /// A set string field; unset (`null`, `"-"`, `""`, absent, not a string) is
 /// `None`.
 fn text(v: Option<&Value>) -> Option<String> {

@@ -123,7 +123,10 @@ impl RouteRules {
             _ => rest,
         };
         let target = target.split(' ').next().unwrap_or("");
-        if method != "CONNECT" && !target.starts_with('/') && target != "*" && !target.contains("://")
+        if method != "CONNECT"
+            && !target.starts_with('/')
+            && target != "*"
+            && !target.contains("://")
         {
             return None;
         }

@@ -10,7 +10,10 @@ fn plain() -> RouteRules {
 fn request_lines_become_normalised_routes() {
     let table: &[(&str, Option<&str>)] = &[
         ("GET /api/users/42 HTTP/1.1", Some("/api/users/:id")),
-        ("GET /api/users/42?expand=1&x=2 HTTP/1.1", Some("/api/users/:id")),
+        (
+            "GET /api/users/42?expand=1&x=2 HTTP/1.1",
+            Some("/api/users/:id"),
+        ),
         ("GET /search?q=/api/users/7 HTTP/2.0", Some("/search")),
         ("GET /page#frag HTTP/1.1", Some("/page")),
         // UUIDs, either case
@@ -27,7 +30,10 @@ fn request_lines_become_normalised_routes() {
             "GET /blobs/sha/9f86d081884c7d659a2feaa0c55ad015 HTTP/1.1",
             Some("/blobs/sha/:id"),
         ),
-        ("GET /c/deadbeefcafe123 HTTP/1.1", Some("/c/deadbeefcafe123")),
+        (
+            "GET /c/deadbeefcafe123 HTTP/1.1",
+            Some("/c/deadbeefcafe123"),
+        ),
         // tokens: 24+ url-safe characters with digits and letters
         (
             "GET /reset/eyJhbGciOiJIUzI1NiJ9_xY-12abcDEF HTTP/1.1",
@@ -44,7 +50,10 @@ fn request_lines_become_normalised_routes() {
         ("GET / HTTP/1.1", Some("/")),
         ("GET /?utm=x HTTP/1.1", Some("/")),
         // percent-encoding is left as written
-        ("GET /files/a%20b/%E2%82%AC HTTP/1.1", Some("/files/a%20b/%E2%82%AC")),
+        (
+            "GET /files/a%20b/%E2%82%AC HTTP/1.1",
+            Some("/files/a%20b/%E2%82%AC"),
+        ),
         ("GET /static/x.css HTTP/1.1", Some("/static/x.css")),
         // a forward proxy's absolute-form target keeps its path
         ("GET http://example.com/a/12?x HTTP/1.1", Some("/a/:id")),
@@ -52,7 +61,10 @@ fn request_lines_become_normalised_routes() {
         // OPTIONS * and CONNECT
         ("OPTIONS * HTTP/1.1", Some("*")),
         ("CONNECT example.com:443 HTTP/1.1", Some("example.com:443")),
-        ("CONNECT [2001:db8::1]:443 HTTP/1.1", Some("[2001:db8::1]:443")),
+        (
+            "CONNECT [2001:db8::1]:443 HTTP/1.1",
+            Some("[2001:db8::1]:443"),
+        ),
         // HTTP/0.9 has no protocol
         ("GET /old/1", Some("/old/:id")),
         // a space in the target (a broken client): its first word
@@ -130,7 +142,10 @@ fn the_first_matching_pattern_wins_and_unmatched_paths_are_normalised() {
         ("/api/users/me", "/api/users/me"),
         ("/api/users/alice", "/api/users/:id"),
         ("/api/users/42/", "/api/users/:id"),
-        ("/api/users/42/posts/hello-world?x=1", "/api/users/:id/posts/*"),
+        (
+            "/api/users/42/posts/hello-world?x=1",
+            "/api/users/:id/posts/*",
+        ),
         ("/static/css/site.css", "/static/**"),
         ("/static", "/static/**"),
         // no pattern: normalised
@@ -138,10 +153,16 @@ fn the_first_matching_pattern_wins_and_unmatched_paths_are_normalised() {
         ("/health", "/health"),
     ];
     for (path, route) in table {
-        assert_eq!(rules.route_of_target(path).as_deref(), Some(route), "{path}");
+        assert_eq!(
+            rules.route_of_target(path).as_deref(),
+            Some(route),
+            "{path}"
+        );
     }
     assert_eq!(
-        rules.route_of_request("GET /api/users/bob?x HTTP/1.1").as_deref(),
+        rules
+            .route_of_request("GET /api/users/bob?x HTTP/1.1")
+            .as_deref(),
         Some("/api/users/:id")
     );
 }
@@ -171,7 +192,10 @@ fn the_upstream_is_the_last_one_tried() {
     let table: &[(&str, Option<&str>)] = &[
         ("10.0.3.7:8080", Some("10.0.3.7:8080")),
         ("10.0.0.1:80, 10.0.0.2:80", Some("10.0.0.2:80")),
-        ("10.0.0.1:80, 10.0.0.2:80 : 10.0.1.1:80", Some("10.0.1.1:80")),
+        (
+            "10.0.0.1:80, 10.0.0.2:80 : 10.0.1.1:80",
+            Some("10.0.1.1:80"),
+        ),
         ("10.0.0.1:80 : -", Some("10.0.0.1:80")),
         ("unix:/run/app.sock", Some("unix:/run/app.sock")),
         ("[2001:db8::1]:443", Some("[2001:db8::1]:443")),

@@ -179,18 +179,20 @@ async fn main() -> ExitCode {
         rotate_wait: args.rotate_wait,
         ..TailOptions::default()
     };
-    let hub = Arc::new(Hub::new(
-        format,
-        reporter.clone(),
-        lines.clone(),
-        control.clone(),
-        args.state_file().is_some(),
-        args.flush_interval,
-        args.once,
-        single,
-        resumed.clone(),
-    )
-    .with_routes(routes));
+    let hub = Arc::new(
+        Hub::new(
+            format,
+            reporter.clone(),
+            lines.clone(),
+            control.clone(),
+            args.state_file().is_some(),
+            args.flush_interval,
+            args.once,
+            single,
+            resumed.clone(),
+        )
+        .with_routes(routes),
+    );
     // Plain threads, not the runtime's: file reads block, and a thread
     // stuck reading stdin must not hold up the exit after the flush.
     std::thread::spawn(move || {
