@@ -89,7 +89,7 @@ impl RouteRules {
                     rest.find('/').map_or("/", |i| &rest[i..])
                 }
                 // authority-form (CONNECT): host:port as written
-                _ if is_authority(p) => return Some(dimension_value(p)?),
+                _ if is_authority(p) => return dimension_value(p),
                 _ => return None,
             },
         };
