@@ -17,8 +17,12 @@
 //!   %PROTOCOL%" %RESPONSE_CODE% %RESPONSE_FLAGS% %BYTES_RECEIVED%
 //!   %BYTES_SENT% %DURATION% …`); a line starting with `{` is JSON. Only
 //!   `start_time`, `response_code`, `response_flags`, `bytes_received`,
-//!   `bytes_sent` and `duration` are read; numbers may be JSON numbers or
-//!   strings, unset values `null`, `"-"` or absent.
+//!   `bytes_sent` and `duration` are read, and for the dimensions
+//!   `route_name` (else `path`) and `upstream_host` (the text line's
+//!   `"%UPSTREAM_HOST%"`); numbers may be JSON numbers or strings, unset
+//!   values `null`, `"-"` or absent.
+//! - The route and upstream ([`LogRecord::to_observation_with`]) follow
+//!   [`crate::agent::route`].
 //! - **json**: any JSON-lines log, with its fields named by a [`JsonMapping`].
 //!
 //! What a line means:
