@@ -6,6 +6,14 @@
 //!
 //! - An interval is `[start, start + 10 s)` in UTC, keyed by the observation's
 //!   own time; the event's `timestamp` is the interval start.
+//! - Observations are grouped by (interval, route, upstream): one event per
+//!   pair seen in the interval, carrying its `dimensions` (a key the
+//!   observation did not give is omitted: the server counts it as
+//!   `(none)`). More distinct pairs mean more events; the batch limits
+//!   (500 events, 1 MB) hold as before.
+//! - Every event with requests carries `statusCounts`, summing to its
+//!   `requestCount` (see [`Observation::status`](crate::Observation::status)
+//!   for requests without a status).
 //! - Observations with a latency and those without are kept apart (two events
 //!   for the interval when both occur): the server's mean latency is
 //!   Σ totalLatencyMs / Σ requestCount over events that report latency, so a
@@ -42,6 +50,8 @@ pub const MAX_COUNT: u64 = 1 << 53;
 pub const MAX_SAMPLES_PER_EVENT: usize = 10_000;
 /// The server's limit on `errorMessage`, in characters.
 pub const MAX_ERROR_MESSAGE_CHARS: usize = 1024;
+/// The server's limit on a dimension value, in characters.
+pub const MAX_DIMENSION_CHARS: usize = 256;
 /// Latencies above this (about 31 years) are treated as garbage: they could
 /// only come from a broken clock and would overflow the interval's sum.
 const MAX_LATENCY_MS: f64 = 1e12;
@@ -66,6 +76,32 @@ pub(crate) struct Clean {
     pub concurrent_connections: Option<u64>,
     pub healthy: bool,
     pub error_message: Option<String>,
+    /// Index of the status class: 0 = 1xx … 4 = 5xx.
+    pub status_class: usize,
+    pub route: Option<String>,
+    pub upstream: Option<String>,
+}
+
+/// The class of a status (0 = 1xx … 4 = 5xx); see [`crate::Observation::status`]
+/// for requests without one.
+fn status_class(status: Option<u16>, error: bool) -> usize {
+    match status {
+        Some(s @ 100..=599) => usize::from(s / 100 - 1),
+        Some(0) if !error => 3,
+        _ if error => 4,
+        _ => 1,
+    }
+}
+
+/// A value the server takes as a dimension: control characters replaced by
+/// `?`, at most 256 characters (cut on a character boundary), not blank.
+pub fn dimension_value(s: &str) -> Option<String> {
+    let v: String = s
+        .chars()
+        .take(MAX_DIMENSION_CHARS)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    (!v.trim().is_empty()).then_some(v)
 }
 
 impl Clean {
@@ -88,6 +124,9 @@ impl Clean {
             concurrent_connections: o.concurrent_connections.map(|c| c.min(MAX_COUNT)),
             healthy: o.healthy,
             error_message,
+            status_class: status_class(o.status, o.error),
+            route: o.route.as_deref().and_then(dimension_value),
+            upstream: o.upstream.as_deref().and_then(dimension_value),
         }
     }
 }
@@ -99,11 +138,14 @@ fn truncate_chars(mut s: String, max: usize) -> String {
     s
 }
 
-/// Which aggregate an observation belongs to: its interval, and whether it
-/// carries a latency (see the module docs).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+/// Which aggregate an observation belongs to: its interval, its route and
+/// upstream, and whether it carries a latency (see the module docs). The
+/// interval comes first: the oldest aggregates sort first.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct Key {
     pub start_ms: i64,
+    pub route: Option<String>,
+    pub upstream: Option<String>,
     pub with_latency: bool,
 }
 
@@ -125,6 +167,7 @@ pub(crate) struct Interval {
     pub observations: u64,
     requests: u64,
     errors: u64,
+    status_counts: [u64; 5],
     latency: Option<Latency>,
     bytes_sent: u64,
     bytes_received: u64,
@@ -141,6 +184,7 @@ impl Interval {
             observations: 0,
             requests: 0,
             errors: 0,
+            status_counts: [0; 5],
             latency: None,
             bytes_sent: 0,
             bytes_received: 0,
@@ -155,6 +199,8 @@ impl Interval {
     pub fn heartbeat(start_ms: i64) -> Self {
         Self::new(Key {
             start_ms,
+            route: None,
+            upstream: None,
             with_latency: false,
         })
     }
@@ -173,6 +219,7 @@ impl Interval {
         if o.error {
             self.errors += 1;
         }
+        self.status_counts[o.status_class] += 1;
         if let Some(v) = o.latency_ms {
             match &mut self.latency {
                 None => {
@@ -251,11 +298,17 @@ impl Interval {
             .unwrap_or(DateTime::UNIX_EPOCH)
             .to_rfc3339_opts(SecondsFormat::Secs, true);
         let latency = self.latency.as_ref();
+        let dimensions =
+            (self.key.route.is_some() || self.key.upstream.is_some()).then(|| EventDimensions {
+                route: self.key.route.clone(),
+                upstream: self.key.upstream.clone(),
+            });
         Event {
             event_type: "request",
             event_id,
             timestamp,
             healthy: !self.unhealthy,
+            dimensions,
             metrics: Metrics {
                 request_count: self.requests,
                 success_count: self.requests - self.errors,
@@ -269,6 +322,7 @@ impl Interval {
                 connection_count: self.connections,
                 concurrent_connections: self.concurrent,
                 error_message: self.most_frequent_error().map(str::to_owned),
+                status_counts: (self.requests > 0).then_some(StatusCounts(self.status_counts)),
             },
         }
     }
@@ -284,7 +338,39 @@ pub struct Event {
     pub event_id: Option<String>,
     pub timestamp: String,
     pub healthy: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dimensions: Option<EventDimensions>,
     pub metrics: Metrics,
+}
+
+/// Where an event's counts belong (contract v3); a key not known is left
+/// out.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct EventDimensions {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
+}
+
+/// Requests by status class, 1xx … 5xx; serialised as the contract's
+/// object without its zero classes (absent means 0).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StatusCounts(pub [u64; 5]);
+
+impl Serialize for StatusCounts {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+        let set = self.0.iter().filter(|n| **n > 0).count();
+        let mut map = serializer.serialize_map(Some(set))?;
+        for (class, n) in CLASSES.iter().zip(self.0) {
+            if n > 0 {
+                map.serialize_entry(class, &n)?;
+            }
+        }
+        map.end()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -308,6 +394,8 @@ pub struct Metrics {
     pub concurrent_connections: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error_message: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status_counts: Option<StatusCounts>,
 }
 
 /// The open intervals. Bounded: at most `max_open` aggregates are open (the
@@ -334,9 +422,11 @@ impl Aggregator {
     /// Folds `o` into its interval. Returns an aggregate that had to be
     /// closed early to make room (too many open intervals, or a sum about to
     /// pass 2^53); the caller queues it like any closed interval.
-    pub fn add(&mut self, o: Clean) -> Option<Interval> {
+    pub fn add(&mut self, mut o: Clean) -> Option<Interval> {
         let key = Key {
             start_ms: interval_start(o.at_ms),
+            route: o.route.take(),
+            upstream: o.upstream.take(),
             with_latency: o.latency_ms.is_some(),
         };
         let mut closed = None;
@@ -350,7 +440,7 @@ impl Aggregator {
         let sample_cap = self.sample_cap;
         self.open
             .entry(key)
-            .or_insert_with(|| Interval::new(key))
+            .or_insert_with_key(|key| Interval::new(key.clone()))
             .add(o, sample_cap, &mut self.rng);
         closed
     }
@@ -363,7 +453,7 @@ impl Aggregator {
             .open
             .keys()
             .filter(|k| k.start_ms + INTERVAL_MS + grace_ms <= now_ms)
-            .copied()
+            .cloned()
             .collect();
         due.iter().filter_map(|k| self.open.remove(k)).collect()
     }
@@ -383,264 +473,9 @@ impl Aggregator {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::Observation;
-    use chrono::TimeZone;
-    use rand::SeedableRng;
+#[path = "aggregate_tests.rs"]
+mod tests;
 
-    fn t0() -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(2024, 1, 15, 10, 4, 0).unwrap()
-    }
-
-    fn at(ms: i64) -> DateTime<Utc> {
-        t0() + chrono::Duration::milliseconds(ms)
-    }
-
-    fn agg(sample_cap: usize) -> Aggregator {
-        Aggregator::new(64, sample_cap, SmallRng::seed_from_u64(7))
-    }
-
-    fn add(a: &mut Aggregator, o: Observation, ms: i64) -> Option<Interval> {
-        a.add(Clean::new(o, at(ms)))
-    }
-
-    fn json(i: &Interval) -> serde_json::Value {
-        serde_json::to_value(i.to_event(None)).unwrap()
-    }
-
-    #[test]
-    fn one_event_per_interval_with_counts_bytes_and_latency_folded() {
-        let mut a = agg(1000);
-        add(
-            &mut a,
-            Observation::success()
-                .latency_ms(10.0)
-                .bytes_sent(100)
-                .bytes_received(7),
-            0,
-        );
-        add(
-            &mut a,
-            Observation::success()
-                .latency_ms(30.5)
-                .bytes_sent(50)
-                .new_connections(1),
-            4_000,
-        );
-        add(
-            &mut a,
-            Observation::failure(Some("upstream timeout".into()))
-                .latency_ms(500.0)
-                .concurrent_connections(9),
-            9_999,
-        );
-        // next interval
-        add(&mut a, Observation::success().latency_ms(1.0), 10_000);
-        let closed = a.close_due(at(19_999).timestamp_millis(), 0);
-        assert_eq!(closed.len(), 1, "only the first interval has ended");
-        let e = json(&closed[0]);
-        assert_eq!(e["eventType"], "request");
-        assert_eq!(e["timestamp"], "2024-01-15T10:04:00Z");
-        assert_eq!(e["healthy"], true);
-        let m = &e["metrics"];
-        assert_eq!(m["requestCount"], 3);
-        assert_eq!(m["successCount"], 2);
-        assert_eq!(m["errorCount"], 1);
-        assert_eq!(m["totalLatencyMs"], 540.5);
-        assert_eq!(m["minLatencyMs"], 10.0);
-        assert_eq!(m["maxLatencyMs"], 500.0);
-        assert_eq!(
-            m["latencySamplesMs"],
-            serde_json::json!([10.0, 30.5, 500.0])
-        );
-        assert_eq!(m["dataTransferredBytes"], 150);
-        assert_eq!(m["dataReceivedBytes"], 7);
-        assert_eq!(m["connectionCount"], 1);
-        assert_eq!(m["concurrentConnections"], 9);
-        assert_eq!(m["errorMessage"], "upstream timeout");
-        let rest = a.close_all();
-        assert_eq!(rest.len(), 1);
-        assert_eq!(json(&rest[0])["timestamp"], "2024-01-15T10:04:10Z");
-    }
-
-    #[test]
-    fn only_contract_fields_and_no_absent_latency_or_concurrency() {
-        let mut a = agg(1000);
-        add(&mut a, Observation::success().bytes_sent(3), 0);
-        let e = json(&a.close_all()[0]);
-        let keys: Vec<&String> = e.as_object().unwrap().keys().collect();
-        assert_eq!(keys, ["eventType", "healthy", "metrics", "timestamp"]);
-        let m = e["metrics"].as_object().unwrap();
-        let mut mk: Vec<&str> = m.keys().map(String::as_str).collect();
-        mk.sort();
-        assert_eq!(
-            mk,
-            [
-                "connectionCount",
-                "dataReceivedBytes",
-                "dataTransferredBytes",
-                "errorCount",
-                "requestCount",
-                "successCount"
-            ]
-        );
-    }
-
-    #[test]
-    fn requests_with_and_without_latency_become_separate_events() {
-        let mut a = agg(1000);
-        add(&mut a, Observation::success().latency_ms(20.0), 1_000);
-        add(&mut a, Observation::success(), 2_000);
-        add(&mut a, Observation::success(), 3_000);
-        let closed = a.close_all();
-        assert_eq!(closed.len(), 2);
-        let without = json(&closed[0]);
-        let with = json(&closed[1]);
-        assert_eq!(without["metrics"]["requestCount"], 2);
-        assert!(without["metrics"].get("totalLatencyMs").is_none());
-        assert_eq!(with["metrics"]["requestCount"], 1);
-        assert_eq!(with["metrics"]["totalLatencyMs"], 20.0);
-        assert_eq!(with["timestamp"], without["timestamp"]);
-    }
-
-    #[test]
-    fn unhealthy_once_means_unhealthy_interval_and_latest_concurrency_wins() {
-        let mut a = agg(1000);
-        add(&mut a, Observation::success().concurrent_connections(5), 0);
-        add(
-            &mut a,
-            Observation::success()
-                .healthy(false)
-                .concurrent_connections(8),
-            1,
-        );
-        add(&mut a, Observation::success().concurrent_connections(3), 2);
-        add(&mut a, Observation::success(), 3);
-        let e = json(&a.close_all()[0]);
-        assert_eq!(e["healthy"], false);
-        assert_eq!(e["metrics"]["concurrentConnections"], 3);
-    }
-
-    #[test]
-    fn the_most_frequent_error_message_wins_ties_to_the_first() {
-        let mut a = agg(1000);
-        for m in ["a", "b", "b", "c", "a", "b"] {
-            add(&mut a, Observation::failure(Some(m.into())), 0);
-        }
-        assert_eq!(json(&a.close_all()[0])["metrics"]["errorMessage"], "b");
-        for m in ["x", "y", "y", "x"] {
-            add(&mut a, Observation::failure(Some(m.into())), 0);
-        }
-        assert_eq!(json(&a.close_all()[0])["metrics"]["errorMessage"], "x");
-    }
-
-    #[test]
-    fn a_frequent_message_survives_many_distinct_rare_ones() {
-        let mut a = agg(1000);
-        for i in 0..200 {
-            add(&mut a, Observation::failure(Some(format!("rare {i}"))), 0);
-            if i % 4 == 0 {
-                add(&mut a, Observation::failure(Some("hot".into())), 0);
-            }
-        }
-        assert_eq!(json(&a.close_all()[0])["metrics"]["errorMessage"], "hot");
-    }
-
-    #[test]
-    fn samples_are_a_bounded_reservoir_within_min_and_max() {
-        let mut a = agg(100);
-        for i in 0..10_000 {
-            add(
-                &mut a,
-                Observation::success().latency_ms(f64::from(i) / 7.0),
-                0,
-            );
-        }
-        let e = json(&a.close_all()[0]);
-        let m = &e["metrics"];
-        let samples = m["latencySamplesMs"].as_array().unwrap();
-        assert_eq!(samples.len(), 100);
-        let (min, max) = (
-            m["minLatencyMs"].as_f64().unwrap(),
-            m["maxLatencyMs"].as_f64().unwrap(),
-        );
-        assert_eq!(min, 0.0);
-        assert_eq!(max, 1428.429);
-        assert!(
-            samples
-                .iter()
-                .all(|s| (min..=max).contains(&s.as_f64().unwrap()))
-        );
-        // uniform over the interval, not its first 100 requests
-        let late = samples
-            .iter()
-            .filter(|s| s.as_f64().unwrap() > 700.0)
-            .count();
-        assert!(
-            (20..=80).contains(&late),
-            "{late} of 100 samples from the second half"
-        );
-        assert_eq!(m["requestCount"], 10_000);
-    }
-
-    #[test]
-    fn garbage_is_made_acceptable_before_it_is_folded() {
-        let mut a = agg(1000);
-        let long = "é".repeat(2000);
-        let mut o = Observation::failure(Some(long)).bytes_sent(u64::MAX);
-        o.latency_ms = Some(f64::NAN);
-        add(&mut a, o, 0);
-        let mut o = Observation::success();
-        o.latency_ms = Some(-1.0);
-        add(&mut a, o, 0);
-        add(&mut a, Observation::failure(Some(String::new())), 0);
-        let closed = a.close_all();
-        assert_eq!(closed.len(), 1, "no latency was valid");
-        let e = json(&closed[0]);
-        let m = &e["metrics"];
-        assert!(m.get("totalLatencyMs").is_none());
-        assert_eq!(m["errorMessage"].as_str().unwrap().chars().count(), 1024);
-        assert_eq!(m["dataTransferredBytes"].as_u64().unwrap(), MAX_COUNT);
-    }
-
-    #[test]
-    fn sums_never_pass_2_pow_53_a_full_interval_is_closed_and_reopened() {
-        let mut a = agg(1000);
-        assert!(add(&mut a, Observation::success().bytes_sent(MAX_COUNT - 1), 0).is_none());
-        let closed = add(&mut a, Observation::success().bytes_sent(2), 1).expect("closed early");
-        assert_eq!(
-            json(&closed)["metrics"]["dataTransferredBytes"].as_u64(),
-            Some(MAX_COUNT - 1)
-        );
-        let rest = a.close_all();
-        assert_eq!(json(&rest[0])["metrics"]["dataTransferredBytes"], 2);
-    }
-
-    #[test]
-    fn open_intervals_are_bounded_the_oldest_closes_early() {
-        let mut a = Aggregator::new(3, 10, SmallRng::seed_from_u64(1));
-        for i in 0..3 {
-            assert!(add(&mut a, Observation::success(), i * INTERVAL_MS).is_none());
-        }
-        let closed = add(&mut a, Observation::success(), 3 * INTERVAL_MS).expect("oldest closed");
-        assert_eq!(closed.key.start_ms, t0().timestamp_millis());
-        assert_eq!(a.open_len(), 3);
-        assert_eq!(a.pending_observations(), 3);
-    }
-
-    #[test]
-    fn intervals_close_after_their_end_plus_grace() {
-        let mut a = agg(10);
-        add(&mut a, Observation::success(), 9_000);
-        let end = at(10_000).timestamp_millis();
-        assert!(a.close_due(end + 1_999, 2_000).is_empty());
-        assert_eq!(a.close_due(end + 2_000, 2_000).len(), 1);
-    }
-
-    #[test]
-    fn interval_start_floors_also_before_the_epoch() {
-        assert_eq!(interval_start(19_999), 10_000);
-        assert_eq!(interval_start(-1), -10_000);
-    }
-}
+#[cfg(test)]
+#[path = "aggregate_dims_tests.rs"]
+mod dims_tests;

@@ -1,8 +1,8 @@
 //! Proxy-side client of the proxy-metrics API (contract v3).
 //!
 //! A proxy calls [`Reporter::record`] once per request; the reporter folds
-//! requests into one event per 10-second interval ([`aggregate`] documents
-//! every choice) and a background task sends the events as **sequenced
+//! requests into one event per 10-second interval and (route, upstream)
+//! pair, with its status classes ([`aggregate`] documents every choice) and a background task sends the events as **sequenced
 //! batches**: `POST {url}/proxy/metrics/{proxyId}/record` with body
 //! `{"events": [...]}` and the headers `Producer-Id` (a fresh UUID per
 //! process) and `Producer-Sequence` (0, 1, 2, … per batch).

@@ -31,6 +31,18 @@ pub struct Observation {
     pub healthy: bool,
     /// Why the request failed (at most 1024 characters are kept).
     pub error_message: Option<String>,
+    /// The HTTP status sent, for the event's `statusCounts`. Without one
+    /// (or 0, no response), an error counts as 5xx and a success as 2xx —
+    /// the server's own reading of an event without `statusCounts` — except
+    /// a status-0 success (the client went away first), which counts as 4xx
+    /// like nginx's 499.
+    pub status: Option<u16>,
+    /// The route template (`/api/users/:id`): requests are counted per
+    /// route, and per `upstream`, as the contract's `dimensions`. At most
+    /// 256 characters are kept; control characters become `?`.
+    pub route: Option<String>,
+    /// The upstream that answered (`10.0.3.7:8080`), same rules.
+    pub upstream: Option<String>,
 }
 
 impl Default for Observation {
@@ -45,6 +57,9 @@ impl Default for Observation {
             concurrent_connections: None,
             healthy: true,
             error_message: None,
+            status: None,
+            route: None,
+            upstream: None,
         }
     }
 }
@@ -96,6 +111,21 @@ impl Observation {
 
     pub fn healthy(mut self, healthy: bool) -> Self {
         self.healthy = healthy;
+        self
+    }
+
+    pub fn status(mut self, status: u16) -> Self {
+        self.status = Some(status);
+        self
+    }
+
+    pub fn route(mut self, route: impl Into<String>) -> Self {
+        self.route = Some(route.into());
+        self
+    }
+
+    pub fn upstream(mut self, upstream: impl Into<String>) -> Self {
+        self.upstream = Some(upstream.into());
         self
     }
 }

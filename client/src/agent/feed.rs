@@ -14,6 +14,7 @@ use tracing::warn;
 
 use crate::agent::parse::{self, Format};
 use crate::agent::position::Position;
+use crate::agent::route::RouteRules;
 use crate::agent::tail::{Control, Line, Sink};
 use crate::{Observation, Reporter};
 
@@ -76,8 +77,14 @@ fn excerpt(line: &str) -> String {
     s
 }
 
-/// Counts and parses one line: the observation it holds, if any.
-pub fn parse_one(line: Line<'_>, format: &Format, lines: &Lines) -> Option<Observation> {
+/// Counts and parses one line: the observation it holds, if any, with its
+/// route and upstream unless `routes` is `None` (no dimensions).
+pub fn parse_one(
+    line: Line<'_>,
+    format: &Format,
+    routes: Option<&RouteRules>,
+    lines: &Lines,
+) -> Option<Observation> {
     lines.read.fetch_add(1, Ordering::Relaxed);
     let (reason, text) = match line {
         Line::TooLong => ("line too long".to_owned(), String::new()),
@@ -86,7 +93,10 @@ pub fn parse_one(line: Line<'_>, format: &Format, lines: &Lines) -> Option<Obser
             match parse::parse_line(format, &text) {
                 Ok(Some(record)) => {
                     lines.parsed.fetch_add(1, Ordering::Relaxed);
-                    return Some(record.to_observation());
+                    return Some(match routes {
+                        Some(routes) => record.to_observation_with(routes),
+                        None => record.to_observation(),
+                    });
                 }
                 Ok(None) => return None,
                 Err(e) => (e.0.to_owned(), excerpt(&text)),
@@ -111,6 +121,8 @@ pub fn parse_one(line: Line<'_>, format: &Format, lines: &Lines) -> Option<Obser
 /// that a segment holds exactly the lines before those positions.
 pub struct Hub {
     pub format: Format,
+    /// How routes are named; `None`: no dimensions are sent.
+    pub routes: Option<RouteRules>,
     pub reporter: Reporter,
     pub lines: Arc<Lines>,
     pub control: Arc<Control>,
@@ -177,6 +189,7 @@ impl Hub {
     ) -> Self {
         Self {
             format,
+            routes: None,
             reporter,
             lines,
             control,
@@ -190,6 +203,12 @@ impl Hub {
                 last_cut: Instant::now(),
             }),
         }
+    }
+
+    /// Sends each request's route and upstream, named by `routes`.
+    pub fn with_routes(mut self, routes: Option<RouteRules>) -> Self {
+        self.routes = routes;
+        self
     }
 
     fn lock(&self) -> MutexGuard<'_, Cut> {
@@ -279,7 +298,7 @@ impl<'a> Feed<'a> {
 impl Sink for Feed<'_> {
     fn line(&mut self, line: Line<'_>, after: Option<&Position>) {
         let hub = self.hub;
-        let observation = parse_one(line, &hub.format, &hub.lines);
+        let observation = parse_one(line, &hub.format, hub.routes.as_ref(), &hub.lines);
         {
             // Recorded and moved on together: a checkpoint sees both or
             // neither.

@@ -8,6 +8,7 @@ pub mod nginx_format;
 pub mod parse;
 pub mod paths;
 pub mod position;
+pub mod route;
 pub mod serve;
 pub mod tail;
 pub mod tailers;

@@ -14,8 +14,11 @@
 //! - `$body_bytes_sent` (or `$bytes_sent` when the format has no
 //!   `$body_bytes_sent`) for the bytes sent, `$request_length` for the bytes
 //!   received;
-//! - everything else (`$remote_addr`, `$request`, `$upstream_addr`,
-//!   `$http_*`, …) is matched and skipped.
+//! - the route from `$request` (else `$request_uri`, else `$uri`); the
+//!   upstream from `$proxy_upstream_name` (ingress-nginx's service name,
+//!   stable while its pods come and go) else `$upstream_addr` (its last
+//!   upstream tried) — see [`crate::agent::route`];
+//! - everything else (`$remote_addr`, `$http_*`, …) is matched and skipped.
 
 use chrono::{DateTime, Utc};
 
@@ -88,15 +91,11 @@ impl NginxFormat {
 
     pub fn parse(&self, line: &str) -> Result<LogRecord, Malformed> {
         let mut rest = line;
-        let mut record = LogRecord {
-            time: None,
-            status: 0,
-            latency_ms: None,
-            bytes_sent: 0,
-            bytes_received: 0,
-            flags: None,
-        };
+        let mut record = LogRecord::default();
         let mut status = None;
+        // The route's source, best first; the upstream likewise.
+        let mut targets: [Option<&str>; 3] = [None; 3];
+        let mut upstreams: [Option<&str>; 2] = [None; 2];
         for (i, part) in self.parts.iter().enumerate() {
             match part {
                 Part::Literal(text) => {
@@ -119,6 +118,11 @@ impl NginxFormat {
                         "time_iso8601" => record.time = parse_iso(value),
                         "msec" => record.time = parse_msec(value),
                         "request_length" => record.bytes_received = bytes(value)?,
+                        "request" => targets[0] = Some(value),
+                        "request_uri" => targets[1] = Some(value),
+                        "uri" => targets[2] = Some(value),
+                        "proxy_upstream_name" => upstreams[0] = Some(value),
+                        "upstream_addr" => upstreams[1] = Some(value),
                         n if n == self.bytes_var => record.bytes_sent = bytes(value)?,
                         "request_time" if self.latency == LatencyFrom::Request => {
                             record.latency_ms = seconds_sum(value)?
@@ -131,6 +135,9 @@ impl NginxFormat {
                 }
             }
         }
+        let set = |v: &&str| !v.is_empty() && *v != "-";
+        record.target = targets.into_iter().flatten().find(set).map(str::to_owned);
+        record.upstream = upstreams.into_iter().flatten().find(set).map(str::to_owned);
         let status = status.ok_or(Malformed("no $status"))?;
         record.status = status
             .parse::<u16>()

@@ -17,8 +17,12 @@
 //!   %PROTOCOL%" %RESPONSE_CODE% %RESPONSE_FLAGS% %BYTES_RECEIVED%
 //!   %BYTES_SENT% %DURATION% …`); a line starting with `{` is JSON. Only
 //!   `start_time`, `response_code`, `response_flags`, `bytes_received`,
-//!   `bytes_sent` and `duration` are read; numbers may be JSON numbers or
-//!   strings, unset values `null`, `"-"` or absent.
+//!   `bytes_sent` and `duration` are read, and for the dimensions
+//!   `route_name` (else `path`) and `upstream_host` (the text line's
+//!   `"%UPSTREAM_HOST%"`); numbers may be JSON numbers or strings, unset
+//!   values `null`, `"-"` or absent.
+//! - The route and upstream ([`LogRecord::to_observation_with`]) follow
+//!   [`crate::agent::route`].
 //! - **json**: any JSON-lines log, with its fields named by a [`JsonMapping`].
 //!
 //! What a line means:
@@ -40,9 +44,12 @@
 //!   lines are skipped silently.
 
 use chrono::{DateTime, NaiveDateTime, Utc};
-use serde_json::{Map, Value};
 
+use super::route::{RouteRules, dimension_value, upstream_of};
 use crate::Observation;
+
+#[path = "parse_json.rs"]
+mod json;
 
 /// How to read a generic JSON log: which field holds what. A name is looked
 /// up as a key first, then as a dotted path into nested objects
@@ -55,6 +62,11 @@ pub struct JsonMapping {
     pub duration_unit: DurationUnit,
     pub bytes_sent_field: Option<String>,
     pub bytes_received_field: Option<String>,
+    /// The request target (`$request_uri`, Caddy's `request.uri`) or the
+    /// whole request line (`$request`): the route's source.
+    pub route_field: Option<String>,
+    /// The upstream (`$upstream_addr`: its last one is taken).
+    pub upstream_field: Option<String>,
 }
 
 impl Default for JsonMapping {
@@ -68,6 +80,8 @@ impl Default for JsonMapping {
             duration_unit: DurationUnit::Seconds,
             bytes_sent_field: Some("body_bytes_sent".into()),
             bytes_received_field: Some("request_length".into()),
+            route_field: Some("request_uri".into()),
+            upstream_field: Some("upstream_addr".into()),
         }
     }
 }
@@ -76,7 +90,7 @@ impl Default for JsonMapping {
 impl JsonMapping {
     /// Caddy's access log (`log` directive, JSON encoder): `ts` (epoch
     /// seconds), `status`, `duration` (seconds), `size` (bytes sent),
-    /// `bytes_read` (bytes received).
+    /// `bytes_read` (bytes received), `request.uri` (the route's source).
     pub fn caddy() -> Self {
         Self {
             time_field: Some("ts".into()),
@@ -85,6 +99,8 @@ impl JsonMapping {
             duration_unit: DurationUnit::Seconds,
             bytes_sent_field: Some("size".into()),
             bytes_received_field: Some("bytes_read".into()),
+            route_field: Some("request.uri".into()),
+            upstream_field: None,
         }
     }
 }
@@ -118,7 +134,7 @@ pub enum Format {
 }
 
 /// One parsed access-log line.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct LogRecord {
     /// The line's own time, when it had one that parsed.
     pub time: Option<DateTime<Utc>>,
@@ -128,6 +144,13 @@ pub struct LogRecord {
     pub bytes_received: u64,
     /// Envoy's response flags (`UF`, `UT,URX`, …), when set.
     pub flags: Option<String>,
+    /// A route named by the proxy itself (Envoy's `route_name`): the route
+    /// as is, before any pattern.
+    pub route_name: Option<String>,
+    /// The request line (`GET /a?b HTTP/1.1`) or target (`/a?b`) as logged.
+    pub target: Option<String>,
+    /// The upstream as logged (nginx's list of the upstreams tried).
+    pub upstream: Option<String>,
 }
 
 impl LogRecord {
@@ -153,9 +176,23 @@ impl LogRecord {
             Observation::success()
         };
         o.at = self.time;
+        o.status = Some(self.status);
         o.latency_ms = self.latency_ms;
         o.bytes_sent = self.bytes_sent;
         o.bytes_received = self.bytes_received;
+        o
+    }
+
+    /// The observation with its route and upstream (see
+    /// [`crate::agent::route`]).
+    pub fn to_observation_with(&self, routes: &RouteRules) -> Observation {
+        let mut o = self.to_observation();
+        o.route = match (&self.route_name, &self.target) {
+            (Some(name), _) => dimension_value(name),
+            (None, Some(target)) => routes.route_of(target),
+            (None, None) => None,
+        };
+        o.upstream = self.upstream.as_deref().and_then(upstream_of);
         o
     }
 }
@@ -174,9 +211,9 @@ pub fn parse_line(format: &Format, line: &str) -> Result<Option<LogRecord>, Malf
     match format {
         Format::Nginx => parse_nginx(line),
         Format::NginxLogFormat(f) => f.parse(line),
-        Format::Envoy if line.trim_start().starts_with('{') => parse_envoy_json(line),
+        Format::Envoy if line.trim_start().starts_with('{') => json::parse_envoy_json(line),
         Format::Envoy => parse_envoy_text(line),
-        Format::Json(mapping) => parse_json(mapping, line),
+        Format::Json(mapping) => json::parse_json(mapping, line),
     }
     .map(Some)
 }
@@ -288,7 +325,7 @@ fn parse_nginx(line: &str) -> Result<LogRecord, Malformed> {
     f.token().ok_or(Malformed("no ident field"))?;
     f.token().ok_or(Malformed("no remote user"))?;
     let time = f.bracketed().ok_or(Malformed("no [time_local]"))?;
-    f.quoted().ok_or(Malformed("no quoted request"))?;
+    let request = f.quoted().ok_or(Malformed("no quoted request"))?;
     let status = parse_status(f.token().ok_or(Malformed("no status"))?)?;
     let bytes_sent = parse_bytes(f.token().ok_or(Malformed("no body_bytes_sent"))?)?;
     f.quoted().ok_or(Malformed("no quoted referer"))?;
@@ -304,8 +341,8 @@ fn parse_nginx(line: &str) -> Result<LogRecord, Malformed> {
         status,
         latency_ms,
         bytes_sent,
-        bytes_received: 0,
-        flags: None,
+        target: Some(request.to_owned()),
+        ..LogRecord::default()
     })
 }
 
@@ -317,7 +354,7 @@ fn flags_of(s: &str) -> Option<String> {
 fn parse_envoy_text(line: &str) -> Result<LogRecord, Malformed> {
     let mut f = Fields::new(line);
     let time = f.bracketed().ok_or(Malformed("no [START_TIME]"))?;
-    f.quoted().ok_or(Malformed("no quoted request line"))?;
+    let request = f.quoted().ok_or(Malformed("no quoted request line"))?;
     let status = f.token().ok_or(Malformed("no response code"))?;
     let status = match status {
         "0" => 0,
@@ -341,6 +378,16 @@ fn parse_envoy_text(line: &str) -> Result<LogRecord, Malformed> {
         f.token().ok_or(Malformed("no duration"))?,
         DurationUnit::Millis,
     )?;
+    // Then %RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)% "%REQ(X-FORWARDED-FOR)%"
+    // "%REQ(USER-AGENT)%" "%REQ(X-REQUEST-ID)%" "%REQ(:AUTHORITY)%"
+    // "%UPSTREAM_HOST%" (the default's and Istio's); a line cut short has
+    // no upstream, not a malformed one.
+    f.token();
+    let upstream = (0..4)
+        .try_for_each(|_| f.quoted().map(drop))
+        .and_then(|()| f.quoted())
+        .filter(|u| !u.is_empty() && *u != "-")
+        .map(str::to_owned);
     Ok(LogRecord {
         time: parse_rfc3339(time),
         status,
@@ -348,123 +395,9 @@ fn parse_envoy_text(line: &str) -> Result<LogRecord, Malformed> {
         bytes_sent,
         bytes_received,
         flags,
-    })
-}
-
-fn parse_object(line: &str) -> Result<Map<String, Value>, Malformed> {
-    match serde_json::from_str(line) {
-        Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err(Malformed("not a JSON object")),
-        Err(_) => Err(Malformed("not valid JSON")),
-    }
-}
-
-/// A field by key, or else by dotted path.
-fn field<'a>(obj: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
-    if let Some(v) = obj.get(name) {
-        return Some(v);
-    }
-    let mut parts = name.split('.');
-    let mut v = obj.get(parts.next()?)?;
-    for part in parts {
-        v = v.as_object()?.get(part)?;
-    }
-    Some(v)
-}
-
-/// A number, given as a JSON number or a numeric string; unset (`null`,
-/// `"-"`, `""`) is `None`.
-fn number(v: Option<&Value>, what: &'static str) -> Result<Option<f64>, Malformed> {
-    let n = match v {
-        None | Some(Value::Null) => return Ok(None),
-        Some(Value::Number(n)) => n.as_f64(),
-        Some(Value::String(s)) if s.is_empty() || s == "-" => return Ok(None),
-        Some(Value::String(s)) => s.trim().parse::<f64>().ok(),
-        Some(_) => None,
-    };
-    match n {
-        Some(v) if v.is_finite() && v >= 0.0 => Ok(Some(v)),
-        _ => Err(Malformed(what)),
-    }
-}
-
-fn json_status(v: Option<&Value>) -> Result<u16, Malformed> {
-    let status = number(v, "status is not a number")?.ok_or(Malformed("no status"))?;
-    if status == 0.0 {
-        return Ok(0);
-    }
-    if status.fract() != 0.0 || !(100.0..=599.0).contains(&status) {
-        return Err(Malformed("status is not an HTTP status"));
-    }
-    Ok(status as u16)
-}
-
-fn json_bytes(v: Option<&Value>) -> Result<u64, Malformed> {
-    match number(v, "byte count is not a number")? {
-        None => Ok(0),
-        Some(b) if b.fract() == 0.0 && b < 1.8e19 => Ok(b as u64),
-        Some(_) => Err(Malformed("byte count is not a whole number")),
-    }
-}
-
-/// A time: RFC 3339, nginx's `$time_local`, or epoch seconds / ms / µs / ns
-/// (told apart by size).
-fn json_time(v: Option<&Value>) -> Option<DateTime<Utc>> {
-    match v? {
-        Value::String(s) => parse_rfc3339(s)
-            .or_else(|| parse_nginx_time(s))
-            .or_else(|| s.parse::<f64>().ok().and_then(epoch)),
-        Value::Number(n) => n.as_f64().and_then(epoch),
-        _ => None,
-    }
-}
-
-fn epoch(v: f64) -> Option<DateTime<Utc>> {
-    if !v.is_finite() || v < 0.0 {
-        return None;
-    }
-    let ms = if v < 1e11 {
-        v * 1e3
-    } else if v < 1e14 {
-        v
-    } else if v < 1e17 {
-        v / 1e3
-    } else {
-        v / 1e6
-    };
-    DateTime::from_timestamp_millis(ms.round() as i64)
-}
-
-fn parse_envoy_json(line: &str) -> Result<LogRecord, Malformed> {
-    let obj = parse_object(line)?;
-    let flags = match obj.get("response_flags") {
-        Some(Value::String(s)) => flags_of(s),
-        _ => None,
-    };
-    Ok(LogRecord {
-        time: obj
-            .get("start_time")
-            .and_then(Value::as_str)
-            .and_then(parse_rfc3339),
-        status: json_status(obj.get("response_code"))?,
-        latency_ms: number(obj.get("duration"), "duration is not a number")?,
-        bytes_sent: json_bytes(obj.get("bytes_sent"))?,
-        bytes_received: json_bytes(obj.get("bytes_received"))?,
-        flags,
-    })
-}
-
-fn parse_json(m: &JsonMapping, line: &str) -> Result<LogRecord, Malformed> {
-    let obj = parse_object(line)?;
-    let get = |name: &Option<String>| name.as_deref().and_then(|n| field(&obj, n));
-    Ok(LogRecord {
-        time: json_time(get(&m.time_field)),
-        status: json_status(field(&obj, &m.status_field))?,
-        latency_ms: number(get(&m.duration_field), "duration is not a number")?
-            .map(|v| m.duration_unit.to_ms(v)),
-        bytes_sent: json_bytes(get(&m.bytes_sent_field))?,
-        bytes_received: json_bytes(get(&m.bytes_received_field))?,
-        flags: None,
+        route_name: None,
+        target: Some(request.to_owned()),
+        upstream,
     })
 }
 
@@ -475,3 +408,7 @@ mod format_tests;
 #[cfg(test)]
 #[path = "parse_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "parse_dims_tests.rs"]
+mod dims_tests;

@@ -207,6 +207,8 @@ fn generic_json_with_a_mapping() {
         duration_unit: DurationUnit::Seconds,
         bytes_sent_field: Some("size".into()),
         bytes_received_field: Some("bytes_read".into()),
+        route_field: Some("request.uri".into()),
+        upstream_field: None,
     };
     let line = r#"{"level":"info","ts":1705313045.5,"logger":"http.log.access","msg":"handled request","request":{"remote_ip":"127.0.0.1","method":"GET","uri":"/","headers":{"Accept":["*/*"]}},"bytes_read":12,"user_id":"","duration":0.0025,"size":10,"status":200,"resp_headers":{"Server":["Caddy"]}}"#;
     let r = parse_line(&Format::Json(caddy), line).unwrap().unwrap();

@@ -9,6 +9,7 @@ use proxy_metrics_client::agent::nginx_format::{LatencyFrom, NginxFormat};
 use proxy_metrics_client::agent::parse::{DurationUnit, Format, JsonMapping};
 use proxy_metrics_client::agent::paths::LogPaths;
 use proxy_metrics_client::agent::position;
+use proxy_metrics_client::agent::route::RouteRules;
 use proxy_metrics_client::{Config, Reporter};
 
 #[derive(Parser, Debug)]
@@ -201,6 +202,53 @@ pub struct Args {
         default_value = "request_length"
     )]
     pub json_bytes_received_field: String,
+
+    /// --format json: field holding the request target ($request_uri) or
+    /// the request line ($request), the route's source; '' for none.
+    #[arg(
+        long,
+        value_name = "FIELD",
+        env = "PROXY_METRICS_JSON_ROUTE_FIELD",
+        default_value = "request_uri"
+    )]
+    pub json_route_field: String,
+
+    /// --format json: field holding the upstream ($upstream_addr: the last
+    /// one tried is taken); '' for none.
+    #[arg(
+        long,
+        value_name = "FIELD",
+        env = "PROXY_METRICS_JSON_UPSTREAM_FIELD",
+        default_value = "upstream_addr"
+    )]
+    pub json_upstream_field: String,
+
+    /// A route template, e.g. '/api/users/:id' (`:name` or `*` is one path
+    /// segment, a final `**` the rest). Repeatable; the first that matches
+    /// a request's path (query left out) is its route; a path none matches
+    /// is normalised (identifiers → :id). The environment variable holds a
+    /// comma-separated list.
+    #[arg(
+        long,
+        value_name = "PATTERN",
+        env = "PROXY_METRICS_ROUTE_PATTERN",
+        value_delimiter = ','
+    )]
+    pub route_pattern: Vec<String>,
+
+    /// A file of route templates, one a line (`#` comments), tried after
+    /// the --route-pattern ones.
+    #[arg(long, value_name = "FILE", env = "PROXY_METRICS_ROUTE_PATTERNS_FILE")]
+    pub route_patterns_file: Option<PathBuf>,
+
+    /// Send no route and upstream dimensions: one event per interval, as
+    /// before contract v3 (status classes are still sent).
+    #[arg(
+        long,
+        env = "PROXY_METRICS_NO_DIMENSIONS",
+        conflicts_with_all = ["route_pattern", "route_patterns_file"]
+    )]
+    pub no_dimensions: bool,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -282,8 +330,38 @@ impl Args {
                 },
                 bytes_sent_field: optional(&self.json_bytes_sent_field),
                 bytes_received_field: optional(&self.json_bytes_received_field),
+                route_field: optional(&self.json_route_field),
+                upstream_field: optional(&self.json_upstream_field),
             }),
         })
+    }
+
+    /// How routes are named (`None`: --no-dimensions).
+    pub fn routes(&self) -> Result<Option<RouteRules>, String> {
+        if self.no_dimensions {
+            return Ok(None);
+        }
+        let mut patterns = self.route_pattern.clone();
+        if let Some(path) = &self.route_patterns_file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("--route-patterns-file {}: {e}", path.display()))?;
+            patterns.extend(RouteRules::parse_file(&text));
+        }
+        RouteRules::new(&patterns)
+            .map(Some)
+            .map_err(|e| format!("--route-pattern: {e}"))
+    }
+
+    /// Aggregates open at once: with dimensions an interval holds one per
+    /// (route, upstream) pair, so more than the library's 64; an eighth of
+    /// the buffer, so that closing them all at a checkpoint cannot overflow
+    /// it (the reader pauses before that, see `agent::feed`).
+    fn max_open_intervals(&self) -> usize {
+        if self.no_dimensions {
+            Config::default().max_open_intervals
+        } else {
+            (self.buffer_capacity / 8).clamp(64, 1024)
+        }
     }
 
     /// The state file of this proxy and log, when state is kept.
@@ -341,6 +419,7 @@ impl Args {
                 buffer_capacity: self.buffer_capacity,
                 shutdown_timeout: self.shutdown_timeout,
                 heartbeat: self.heartbeat,
+                max_open_intervals: self.max_open_intervals(),
                 ..Config::default()
             })
             .dry_run(self.dry_run)

@@ -108,6 +108,13 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let routes = match args.routes() {
+        Ok(r) => r,
+        Err(e) => {
+            error!("{e}");
+            return ExitCode::from(2);
+        }
+    };
     let stdin = args.stdin();
     if stdin && args.log.len() > 1 {
         error!("LOG: `-` (standard input) cannot be read beside files");
@@ -172,17 +179,20 @@ async fn main() -> ExitCode {
         rotate_wait: args.rotate_wait,
         ..TailOptions::default()
     };
-    let hub = Arc::new(Hub::new(
-        format,
-        reporter.clone(),
-        lines.clone(),
-        control.clone(),
-        args.state_file().is_some(),
-        args.flush_interval,
-        args.once,
-        single,
-        resumed.clone(),
-    ));
+    let hub = Arc::new(
+        Hub::new(
+            format,
+            reporter.clone(),
+            lines.clone(),
+            control.clone(),
+            args.state_file().is_some(),
+            args.flush_interval,
+            args.once,
+            single,
+            resumed.clone(),
+        )
+        .with_routes(routes),
+    );
     // Plain threads, not the runtime's: file reads block, and a thread
     // stuck reading stdin must not hold up the exit after the flush.
     std::thread::spawn(move || {
