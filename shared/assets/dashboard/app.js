@@ -644,8 +644,8 @@
     ui.range.textContent = period.days
       ? start + ' to ' + end + ' (UTC), ' + period.days + ' days.'
       : 'Last ' + period.hours + ' h: ' + fmtInstant(new Date(period.from * 1000).toISOString()) + ' to ' +
-        fmtInstant(new Date(period.to * 1000).toISOString()) + ' at 5-minute steps; daily figures for ' +
-        (start === end ? start : start + ' and ' + end) + ' (UTC).';
+        fmtInstant(new Date(period.to * 1000).toISOString()) + ', at 5-minute steps (daily charts: choose 7 days ' +
+        'or more).';
     if (alertsPanel) alertsPanel.show(proxyId, proxyLabel(proxyId));
     if (incidentView) incidentView.show(proxyId, period);
 
@@ -673,7 +673,7 @@
     ui.refresh.disabled = false;
 
     try {
-      render(proxyId, period.label, start, end, daily, summary);
+      render(proxyId, period, start, end, daily, summary);
     } catch (err) {
       // Never a stack trace on the page; the console keeps the detail.
       console.warn('dashboard: render failed', err && err.name);
@@ -730,7 +730,17 @@
     return days;
   }
 
-  function render(proxyId, periodLabel, start, end, daily, summary) {
+  function clearDaily() {
+    destroyCharts();
+    ui.uptimeBars.replaceChildren();
+    uptimeDays = [];
+    selectedDay = -1;
+    show(ui.charts, false);
+  }
+
+  // `period` is chosenPeriod()'s; an hour-based one shows the incident view's
+  // 5-minute charts instead of the daily ones (one or two days say little).
+  function render(proxyId, period, start, end, daily, summary) {
     const days = normaliseDays(daily.metrics, start, end);
     clearError();
     renderTiles(summary);
@@ -742,19 +752,20 @@
 
     const hasEvents = days.some((d) => d.eventCount > 0 || d.requestCount > 0);
     if (!hasEvents) {
-      destroyCharts();
-      ui.uptimeBars.replaceChildren();
-      uptimeDays = [];
-      selectedDay = -1;
-      show(ui.charts, false);
+      clearDaily();
       if (incidentView) incidentView.hide();
-      ui.empty.textContent = 'No events yet for ' + proxyLabel(proxyId) + ' in ' + periodLabel +
+      ui.empty.textContent = 'No events yet for ' + proxyLabel(proxyId) + ' in ' + period.label +
         ' (' + start + ' to ' + end + ', UTC). Charts appear once the proxy records metrics.';
       show(ui.empty, true);
       setState('empty');
       return;
     }
     show(ui.empty, false);
+    if (!period.days) {
+      clearDaily();
+      setState('ready');
+      return;
+    }
     show(ui.charts, true); // visible before drawing, so the containers have a width
     renderCharts(days);
     renderUptime(days);
