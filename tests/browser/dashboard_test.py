@@ -2,8 +2,8 @@
 """Browser test of the dashboard against a running stack (scripts/browser-test).
 
 1. Records a week of events for a new proxy of a new user over the HTTP API
-   (sequenced batches; one five-minute bucket after another; an outage on one
-   day, a shorter one on another), running the scheduled aggregation once
+   (sequenced batches; one five-minute bucket after another, each on one of six
+   routes; an outage on one day, a shorter one on another), running the scheduled aggregation once
    half-way so that the page reads materialised and pending state.
 2. Starts Debian's headless Chromium and drives it over the DevTools protocol
    (a websocket; the only dependency is the `websockets` package): opens
@@ -18,6 +18,10 @@
    API's 400 shown first; the secret shown once, with a copy button) and
    deleted through the page, the API agreeing; narrower tokens get a note
    or a clear refusal in the panel. Screenshots target/dashboard-alerts*.png.
+5. The incident view (incident_view.py): the week's last 24 hours at 5-minute
+   steps and its routes; then a free-tier proxy's last hour, its routes past
+   the cap of 20 as "other routes (past the cap)", and sorting by each header.
+   Screenshots target/dashboard-incident*.png.
 
 Usage: dashboard_test.py --api http://127.0.0.1:9000 [--secret S] [--out DIR]
 """

@@ -270,7 +270,8 @@
         th.classList.add('route-none');
         th.textContent = 'no route';
       } else {
-        th.textContent = row.value;
+        // A line may break after each `/` (long routes on a phone).
+        for (const part of row.value.split(/(?<=\/)/)) th.append(part, document.createElement('wbr'));
       }
       return th;
     }
