@@ -9,7 +9,9 @@
   the API's values, "other routes (past the cap)" with the distinct count of
   `other`, and "no route"; clicking a header sorts (asking the API for its
   top routes by that figure), clicking it again flips the order, aria-sort
-  following. Screenshots target/dashboard-incident*.png.
+  following. A 6-hour window that crosses midnight (the page's clock set to
+  02:00 UTC) lists the routes of yesterday and today, and says so.
+  Screenshots target/dashboard-incident*.png.
 """
 
 import asyncio
@@ -214,6 +216,36 @@ async def check_free(browser, call, check, api, token, proxy, recorded, shot, si
     page = await browser.js(ROWS)
     check(ordered(page["rows"], "requests", True) and page["ariaSort"] == ["requests:descending"],
           f"by requests again: {page}")
+
+    # A 6-hour window that crosses midnight: the routes of yesterday and today, and the note
+    # says so. The page's clock is set to 02:00 UTC (today's, or yesterday's before 02:01).
+    real_now = dt.datetime.now(dt.timezone.utc)
+    fake = real_now.replace(hour=2, minute=0, second=0, microsecond=0)
+    if fake > real_now - dt.timedelta(minutes=1):
+        fake -= dt.timedelta(days=1)
+    await browser.js(f"""(() => {{
+        const Real = Date, fake = {int(fake.timestamp() * 1000)};
+        class FakeDate extends Real {{
+          constructor(...a) {{ if (a.length) super(...a); else super(fake); }}
+          static now() {{ return fake; }}
+        }}
+        window.RealDate = Real; window.Date = FakeDate;
+        const s = document.getElementById('period-select');
+        s.value = '6h'; s.dispatchEvent(new Event('change')); }})()""")
+    await wait_ready(browser, " && document.getElementById('incident-charts').dataset.points === '72'",
+                     "the 6-hour chart")
+    await browser.js("window.Date = window.RealDate")
+    chart, page = await browser.js(CHART), await browser.js(ROWS)
+    today, yesterday = fake.date().isoformat(), (fake - dt.timedelta(days=1)).date().isoformat()
+    check((chart["from"], chart["to"]) == (iso(fake - dt.timedelta(hours=6))[:19] + "Z", iso(fake)[:19] + "Z"),
+          f"the 6-hour window before {fake}: {chart}")
+    check((page["start"], page["end"]) == (yesterday, today), f"routes of yesterday and today: {page}")
+    check(f"{yesterday} and {today}" in page["note"] and "cross midnight" in page["note"],
+          f"the note says both days: {page['note']}")
+    await browser.js("""(() => { const s = document.getElementById('period-select');
+        s.value = '1h'; s.dispatchEvent(new Event('change')); })()""")
+    await wait_ready(browser, f" && document.getElementById('incident-charts').dataset.requests === '{recorded}'",
+                     "the last hour again")
 
     # The phone: one column, the table within the width.
     await browser.viewport(390, 844, True)
