@@ -146,7 +146,9 @@ async def check_week(browser, call, check, api, token, proxy, events):
 
 async def check_free(browser, call, check, api, token, proxy, recorded, shot, sign_in):
     """The last hour of the free-tier proxy: 12 points, the routes past the cap, sorting."""
-    # The 403s the scope checks provoked (the incident view asks too, beside the page).
+    # The page the scope checks left refused (403): no incident view; the 403s it
+    # provoked are expected (the incident view asks too, beside the page).
+    check(await browser.js("document.getElementById('incident').hidden"), "the incident view hidden on a refusal")
     alerts_panel.allow_http_errors(browser, 403)
     await sign_in(browser, token, "ready")
     await browser.js("""(() => { const s = document.getElementById('period-select');

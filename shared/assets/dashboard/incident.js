@@ -396,18 +396,23 @@
       } catch (err) {
         if (mine !== seq) return;
         destroyPlots();
-        rows = [];
-        ui.body.replaceChildren();
+        clearRoutes();
         showError(err);
       }
+    }
+
+    function clearRoutes() {
+      rows = [];
+      ui.body.replaceChildren();
+      ui.table.hidden = true;
+      ui.routesEmpty.hidden = true;
     }
 
     function hide() {
       seq += 1;
       current = null;
       destroyPlots();
-      rows = [];
-      ui.body.replaceChildren();
+      clearRoutes();
       clearError();
       ui.panel.hidden = true;
     }
