@@ -2,8 +2,8 @@
 """Browser test of the dashboard against a running stack (scripts/browser-test).
 
 1. Records a week of events for a new proxy of a new user over the HTTP API
-   (sequenced batches; one five-minute bucket after another; an outage on one
-   day, a shorter one on another), running the scheduled aggregation once
+   (sequenced batches; one five-minute bucket after another, each on one of six
+   routes; an outage on one day, a shorter one on another), running the scheduled aggregation once
    half-way so that the page reads materialised and pending state.
 2. Starts Debian's headless Chromium and drives it over the DevTools protocol
    (a websocket; the only dependency is the `websockets` package): opens
@@ -18,6 +18,10 @@
    API's 400 shown first; the secret shown once, with a copy button) and
    deleted through the page, the API agreeing; narrower tokens get a note
    or a clear refusal in the panel. Screenshots target/dashboard-alerts*.png.
+5. The incident view (incident_view.py): the week's last 24 hours at 5-minute
+   steps and its routes; then a free-tier proxy's last hour, its routes past
+   the cap of 20 as "other routes (past the cap)", and sorting by each header.
+   Screenshots target/dashboard-incident*.png.
 
 Usage: dashboard_test.py --api http://127.0.0.1:9000 [--secret S] [--out DIR]
 """
@@ -45,6 +49,7 @@ import websockets
 
 sys.dont_write_bytecode = True  # no __pycache__ beside the tests
 import alerts_panel  # noqa: E402  (this folder; after the flag above)
+import incident_view  # noqa: E402
 
 CHROMIUM_FLAGS = [
     # What works on these machines (no sandbox as root, no network but loopback).
@@ -97,6 +102,7 @@ def week_of_events(now: dt.datetime, outages):
     traffic curve, ~1.5 % errors, latency samples. Buckets inside `outages`
     report the proxy unhealthy."""
     rng = random.Random(16)
+    routes = random.Random(21)  # apart, so that the figures above stay as they were
     oldest = now - dt.timedelta(days=7) + dt.timedelta(minutes=5)
     times = []
     at = now - dt.timedelta(seconds=1)
@@ -112,6 +118,7 @@ def week_of_events(now: dt.datetime, outages):
             errors = requests // 2
         samples = [round(rng.lognormvariate(3.4, 0.5), 1) for _ in range(8)]
         yield {"eventType": "request", "timestamp": iso(at), "healthy": healthy,
+               "dimensions": {"route": incident_view.week_route(routes)},
                "metrics": {"requestCount": requests, "successCount": requests - errors,
                            "errorCount": errors, "latencySamplesMs": samples,
                            "dataTransferredBytes": requests * 5300,
@@ -139,7 +146,7 @@ def seed(api: str, token: str, proxy: str, now: dt.datetime):
                                 body={"detail": {}})
             assert status == 200, (status, body)
     # The outage days, as the API tells them (for the uptime bars' levels).
-    return {day(3).date().isoformat(): "bad", day(5).date().isoformat(): "warn"}, len(events)
+    return {day(3).date().isoformat(): "bad", day(5).date().isoformat(): "warn"}, events
 
 
 # ------------------------------------------------------------------ the browser
@@ -258,8 +265,13 @@ async def test_dashboard(args):
     proxy = f"edge-eu-{run}"
     token = hs256_token(args.secret, {"sub": f"browser-{run}", "tier": "pro",
                                       "iat": int(now.timestamp()), "exp": int(now.timestamp()) + 3600})
-    levels, recorded = seed(args.api, token, proxy, now)
-    print(f"recorded {recorded} events for {proxy} over 7 days")
+    levels, events = seed(args.api, token, proxy, now)
+    print(f"recorded {len(events)} events for {proxy} over 7 days")
+    # A free-tier user's proxy (cap: 20 routes a day) with more routes than that in the last hour.
+    free_token = hs256_token(args.secret, {"sub": f"browser-free-{run}", "tier": "free",
+                                           "iat": int(now.timestamp()), "exp": int(now.timestamp()) + 3600})
+    free_proxy = f"routes-{run}"
+    free_recorded = incident_view.seed_free(call, args.api, free_token, free_proxy, now)
     receiver = alerts_panel.Receiver()
     seeded_rule = alerts_panel.seed_rules(call, args.api, token, proxy, receiver.url)
     scoped = lambda scope: hs256_token(args.secret, {"sub": f"browser-{run}", "tier": "pro", "scope": scope,
@@ -323,6 +335,7 @@ async def test_dashboard(args):
         check(sum(b["level"] == "good" for b in page["bars"]) >= 4, f"good days: {page['bars']}")
         check(len(page["tiles"]) == 8 and page["tiles"]["requests"] not in ("", "—"), f"tiles: {page['tiles']}")
         check(not page["errorShown"], "no error box")
+        await incident_view.check_week(browser, call, check, args.api, token, proxy, events)
         await asyncio.sleep(0.3)  # let uPlot settle after the last draw
         await browser.screenshot(args.out_desktop)
         await alerts_panel.check_alerts_panel(browser, call, check, args.api, token, proxy, receiver.url,
@@ -342,6 +355,9 @@ async def test_dashboard(args):
         check(overflow <= 0, f"the phone layout with the alerts form scrolls sideways by {overflow}px")
         await shot("alerts-phone")
         await alerts_panel.check_scopes(browser, check, scoped("metrics:read"), scoped("metrics:write"), seeded_rule)
+        await browser.viewport(1280, 800, False)
+        await incident_view.check_free(browser, call, check, args.api, free_token, free_proxy, free_recorded,
+                                       shot, alerts_panel.sign_in)
         check(not browser.problems, "console errors, exceptions or CSP violations:\n  " + "\n  ".join(browser.problems))
     finally:
         await browser.close()

@@ -472,6 +472,7 @@ async fn exports_and_dashboard_over_http() {
     for (file, content_type) in [
         ("app.js", "text/javascript; charset=utf-8"),
         ("alerts.js", "text/javascript; charset=utf-8"),
+        ("incident.js", "text/javascript; charset=utf-8"),
         ("style.css", "text/css; charset=utf-8"),
         ("vendor/uPlot.iife.min.js", "text/javascript; charset=utf-8"),
         ("vendor/uPlot.min.css", "text/css; charset=utf-8"),

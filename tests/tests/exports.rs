@@ -722,6 +722,11 @@ fn dashboard_serves_the_page_and_its_files_with_their_types_and_headers() {
             "alerts.js",
             "text/javascript; charset=utf-8",
         ),
+        (
+            Some("incident.js"),
+            "incident.js",
+            "text/javascript; charset=utf-8",
+        ),
         (Some("style.css"), "style.css", "text/css; charset=utf-8"),
         (
             Some("vendor/uPlot.iife.min.js"),

@@ -18,7 +18,10 @@
   // Longest range for `daily`, both ends inclusive (contract: tier limits).
   const TIER_MAX_DAYS = { free: 31, pro: 366, enterprise: 3660 };
   const PERIODS = [7, 30, 90];
+  // The incident periods: the last hours at 5-minute steps (option value → hours).
+  const HOUR_PERIODS = { '1h': 1, '6h': 6, '24h': 24 };
   const DEFAULT_PERIOD = 30;
+  const STEP_S = 300;
   const DAY_S = 86400;
   const REQUEST_TIMEOUT_MS = 20000;
   const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
@@ -81,6 +84,7 @@
   let loadSeq = 0;
   let inflight = null;
   let alertsPanel = null; // alerts.js, when it loaded
+  let incidentView = null; // incident.js, when it loaded
 
   // ---------------------------------------------------------------- state
 
@@ -130,7 +134,7 @@
   function savePrefs() {
     storageSet(PREFS_KEY, JSON.stringify({
       proxyId: ui.proxySelect.value || null,
-      period: Number(ui.periodSelect.value) || DEFAULT_PERIOD,
+      period: ui.periodSelect.value || String(DEFAULT_PERIOD),
     }));
   }
 
@@ -244,6 +248,23 @@
   function effectivePeriod() {
     const chosen = Number(ui.periodSelect.value) || DEFAULT_PERIOD;
     return Math.min(chosen, tierMaxDays());
+  }
+
+  // The chosen period: the last `hours` at 5-minute steps (the daily figures
+  // then cover the UTC days that window touches), or `days` days ending today
+  // (the 5-minute chart then shows the last 24 hours). `to` is the end of the
+  // 5-minute step in progress (exclusive), `from` `hours` before it.
+  function chosenPeriod() {
+    const hours = HOUR_PERIODS[ui.periodSelect.value];
+    const toS = Math.ceil(Date.now() / 1000 / STEP_S) * STEP_S;
+    const win = { hours: hours || 24, to: toS, from: toS - (hours || 24) * 3600 };
+    if (!hours) {
+      const days = effectivePeriod();
+      return Object.assign(win, { days, label: 'the last ' + days + ' days' }, rangeFor(days));
+    }
+    const end = new Date().toISOString().slice(0, 10);
+    const start = isoDay(win.from) < end ? isoDay(win.from) : end;
+    return Object.assign(win, { days: 0, label: hours === 1 ? 'the last hour' : 'the last ' + hours + ' hours', start, end });
   }
 
   // ----------------------------------------------------------------- API
@@ -590,9 +611,11 @@
   // Disables the periods the caller's tier refuses, and says so.
   function applyTier(preferredPeriod) {
     const max = tierMaxDays();
+    const wantedHours = HOUR_PERIODS[String(preferredPeriod)] ? String(preferredPeriod) : null;
     const wanted = Number(preferredPeriod) || Number(ui.periodSelect.value) || DEFAULT_PERIOD;
     const refused = [];
     for (const option of ui.periodSelect.options) {
+      if (HOUR_PERIODS[option.value]) continue; // hours are within every tier's range
       const days = Number(option.value);
       const over = days > max;
       option.disabled = over;
@@ -601,7 +624,7 @@
     }
     const allowed = PERIODS.filter((d) => d <= max);
     const pick = allowed.includes(wanted) ? wanted : (allowed.includes(DEFAULT_PERIOD) ? DEFAULT_PERIOD : allowed[allowed.length - 1]);
-    ui.periodSelect.value = String(pick);
+    ui.periodSelect.value = wantedHours || String(pick);
     if (refused.length) {
       ui.periodNote.textContent = 'Your ' + tier + ' tier allows periods of up to ' + max + ' days, so ' +
         refused.map((d) => d + ' days').join(' and ') + ' is not available' +
@@ -615,11 +638,16 @@
   async function loadProxyData() {
     const proxyId = ui.proxySelect.value;
     if (!proxyId) return;
-    const period = effectivePeriod();
-    const { start, end } = rangeFor(period);
+    const period = chosenPeriod();
+    const { start, end } = period;
     savePrefs();
-    ui.range.textContent = start + ' to ' + end + ' (UTC), ' + period + ' days.';
+    ui.range.textContent = period.days
+      ? start + ' to ' + end + ' (UTC), ' + period.days + ' days.'
+      : 'Last ' + period.hours + ' h: ' + fmtInstant(new Date(period.from * 1000).toISOString()) + ' to ' +
+        fmtInstant(new Date(period.to * 1000).toISOString()) + ', at 5-minute steps (daily charts: choose 7 days ' +
+        'or more).';
     if (alertsPanel) alertsPanel.show(proxyId, proxyLabel(proxyId));
+    if (incidentView) incidentView.show(proxyId, period);
 
     const load = beginLoad();
     setState('loading');
@@ -657,6 +685,7 @@
 
   function hideData() {
     destroyCharts();
+    if (incidentView) incidentView.hide();
     show(ui.summary, false);
     show(ui.charts, false);
     ui.tiles.replaceChildren();
@@ -701,6 +730,16 @@
     return days;
   }
 
+  function clearDaily() {
+    destroyCharts();
+    ui.uptimeBars.replaceChildren();
+    uptimeDays = [];
+    selectedDay = -1;
+    show(ui.charts, false);
+  }
+
+  // `period` is chosenPeriod()'s; an hour-based one shows the incident view's
+  // 5-minute charts instead of the daily ones (one or two days say little).
   function render(proxyId, period, start, end, daily, summary) {
     const days = normaliseDays(daily.metrics, start, end);
     clearError();
@@ -713,18 +752,20 @@
 
     const hasEvents = days.some((d) => d.eventCount > 0 || d.requestCount > 0);
     if (!hasEvents) {
-      destroyCharts();
-      ui.uptimeBars.replaceChildren();
-      uptimeDays = [];
-      selectedDay = -1;
-      show(ui.charts, false);
-      ui.empty.textContent = 'No events yet for ' + proxyLabel(proxyId) + ' in the last ' + period +
-        ' days (' + start + ' to ' + end + ', UTC). Charts appear once the proxy records metrics.';
+      clearDaily();
+      if (incidentView) incidentView.hide();
+      ui.empty.textContent = 'No events yet for ' + proxyLabel(proxyId) + ' in ' + period.label +
+        ' (' + start + ' to ' + end + ', UTC). Charts appear once the proxy records metrics.';
       show(ui.empty, true);
       setState('empty');
       return;
     }
     show(ui.empty, false);
+    if (!period.days) {
+      clearDaily();
+      setState('ready');
+      return;
+    }
     show(ui.charts, true); // visible before drawing, so the containers have a width
     renderCharts(days);
     renderUptime(days);
@@ -992,8 +1033,8 @@
     }
   }
 
-  // What alerts.js may use: requests with the token (never the token itself).
-  function alertsContext() {
+  // What alerts.js and incident.js may use: requests with the token (never the token itself).
+  function panelContext() {
     return {
       request: (method, path, body) => {
         const load = timedLoad();
@@ -1004,6 +1045,12 @@
       cleanMessage,
       fmtInstant,
       fmtAgo,
+      fmtInt,
+      fmtCompact,
+      fmtMs,
+      fmtPct,
+      errorRate,
+      colors: COLORS,
       tokenScopes,
       // A 401 in the panel ends the session as one anywhere else does.
       onUnauthorized: (err) => {
@@ -1038,7 +1085,8 @@
     });
     ui.uptimeBars.addEventListener('keydown', onUptimeKey);
     if (!resizeObserver) window.addEventListener('resize', resizeCharts);
-    if (window.ProxyMetricsAlerts) alertsPanel = window.ProxyMetricsAlerts.create(alertsContext());
+    if (window.ProxyMetricsAlerts) alertsPanel = window.ProxyMetricsAlerts.create(panelContext());
+    if (window.ProxyMetricsIncident) incidentView = window.ProxyMetricsIncident.create(panelContext());
 
     if (typeof window.uPlot !== 'function') {
       showSimpleError('The chart library did not load.', 'Reload the page; if it persists, report it.');

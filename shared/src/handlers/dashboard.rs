@@ -48,9 +48,14 @@ macro_rules! asset {
 
 /// Every URL the page uses, and nothing else (the README and the licence
 /// stay unserved).
-pub const DASHBOARD_ASSETS: [DashboardAsset; 6] = [
+pub const DASHBOARD_ASSETS: [DashboardAsset; 7] = [
     asset!("", "index.html", "text/html; charset=utf-8"),
     asset!("alerts.js", "alerts.js", "text/javascript; charset=utf-8"),
+    asset!(
+        "incident.js",
+        "incident.js",
+        "text/javascript; charset=utf-8"
+    ),
     asset!("app.js", "app.js", "text/javascript; charset=utf-8"),
     asset!("style.css", "style.css", "text/css; charset=utf-8"),
     asset!(
