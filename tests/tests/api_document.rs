@@ -148,6 +148,7 @@ fn every_response_type_matches_its_openapi_schema() {
         fold_epoch: 0,
         bucket_retention: None,
         marked_at_ms: None,
+        dims_since_ms: None,
     });
     let window = SummaryWindow::of(&Stats::default());
     let days = BTreeMap::from([(day, rollup.clone())]);

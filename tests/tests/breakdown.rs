@@ -377,3 +377,143 @@ async fn percentiles_per_value_come_from_that_values_samples() {
         }
     }
 }
+
+/// A proxy that never sent a dimension writes no dimension page (its
+/// records and runs cost what they did before v3) and its breakdown is its
+/// days, `(none)` with the day's own percentiles. Once it sends one, every
+/// later chunk counts in the pages: days after that are read from the
+/// pages alone (2 queries); a range reaching back reads the days too, and
+/// the events recorded before the first dimension count under `(none)`.
+#[tokio::test]
+async fn a_proxy_without_dimensions_pays_nothing_for_them_and_its_breakdown_is_exact() {
+    let day0 = now().date_naive() - Duration::days(3);
+    let noon = |day: chrono::NaiveDate| day.and_hms_opt(12, 0, 0).unwrap().and_utc();
+    let h = Harness::start_at(noon(day0)).await;
+    let t = token_at("u1", json!({"tier": "pro"}), noon(day0));
+    h.register(&t, "p1").await;
+    let latency = |samples: &[f64], route: Option<&str>| {
+        let mut e = json!({
+            "eventType": "latency",
+            "timestamp": iso(h.app.clock.now() - Duration::minutes(1)),
+            "metrics": {"requestCount": samples.len(), "latencySamplesMs": samples},
+        });
+        if let Some(r) = route {
+            e["dimensions"] = json!({"route": r});
+        }
+        e
+    };
+    let plain: Vec<f64> = (1..=200).map(|i| f64::from(i) * 3.0).collect();
+    let (s, b) = h
+        .record(&t, "p1", json!({"events": [latency(&plain, None)]}))
+        .await;
+    assert_eq!(s, 201, "{b}");
+    aggregate::run_all(&h.app.store).await.unwrap();
+    let pages = h
+        .client
+        .query()
+        .table_name(TABLE)
+        .key_condition_expression("pk = :pk")
+        .expression_attribute_values(
+            ":pk",
+            aws_sdk_dynamodb::types::AttributeValue::S("DIMS#p1".into()),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        pages.count(),
+        0,
+        "no dimension page for a proxy without dimensions"
+    );
+
+    let range = |a: chrono::NaiveDate, b: chrono::NaiveDate| (day_str(a), day_str(b));
+    let read = |(start, end): (String, String), t: String| {
+        let h = &h;
+        async move {
+            let before = h.app.store.usage();
+            let (status, body) = breakdown(
+                h,
+                &t,
+                "p1",
+                &[("by", "route"), ("startDate", &start), ("endDate", &end)],
+            )
+            .await;
+            assert_eq!(status, 200, "{body}");
+            (body, (h.app.store.usage() - before).queries)
+        }
+    };
+    let (body, _) = read(range(day0, day0), t.clone()).await;
+    let (_, daily) = h.daily(&t, "p1", &day_str(day0)).await;
+    assert_eq!(
+        requests(&body),
+        BTreeMap::from([("(none)".to_string(), 200)])
+    );
+    for field in ["p50LatencyMs", "p95LatencyMs", "p99LatencyMs"] {
+        assert_eq!(body["values"][0][field], daily["metrics"][field], "{field}");
+    }
+
+    // The first dimension (same day): `/a` and an event without a route.
+    let routed: Vec<f64> = (1..=100).map(f64::from).collect();
+    let unrouted = [5000.0; 10];
+    let (s, b) = h
+        .record(
+            &t,
+            "p1",
+            json!({"events": [latency(&routed, Some("/a")), latency(&unrouted, None)]}),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let expect_day0 = BTreeMap::from([("(none)".to_string(), 210), ("/a".to_string(), 100)]);
+    assert_eq!(
+        requests(&read(range(day0, day0), t.clone()).await.0),
+        expect_day0
+    );
+    aggregate::run_all(&h.app.store).await.unwrap();
+    let (body, _) = read(range(day0, day0), t.clone()).await;
+    assert_eq!(requests(&body), expect_day0);
+    // `(none)`'s percentiles come from its own samples: the 200 plain ones
+    // (3..600 ms) and ten of 5000 ms; p50 is the 105th of 210.
+    let p50 = body["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["value"] == "(none)")
+        .unwrap()["p50LatencyMs"]
+        .as_f64()
+        .unwrap();
+    assert!((p50 - 315.0).abs() <= 315.0 * 0.01, "{p50}");
+
+    // Two days later: a batch without dimensions counts in the pages now.
+    let day2 = day0 + Duration::days(2);
+    h.app.clock.set(noon(day2));
+    let t2 = token_at("u1", json!({"tier": "pro"}), noon(day2));
+    let (s, b) = h
+        .record(
+            &t2,
+            "p1",
+            json!({"events": [latency(&plain[..50], None), latency(&routed[..20], Some("/b"))]}),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    for run in [false, true] {
+        if run {
+            aggregate::run_all(&h.app.store).await.unwrap();
+        }
+        let (body, queries) = read(range(day2, day2), t2.clone()).await;
+        assert_eq!(
+            requests(&body),
+            BTreeMap::from([("(none)".to_string(), 50), ("/b".to_string(), 20)])
+        );
+        assert_eq!(queries, 2, "after the first dimension: the pages alone");
+        let (body, queries) = read(range(day0, day2), t2.clone()).await;
+        assert_eq!(
+            requests(&body),
+            BTreeMap::from([
+                ("(none)".to_string(), 260),
+                ("/a".to_string(), 100),
+                ("/b".to_string(), 20)
+            ])
+        );
+        assert!(queries > 2, "reaching back before it: the days too");
+    }
+}

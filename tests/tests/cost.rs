@@ -40,8 +40,9 @@ async fn a_recorded_event_costs_at_most_one_write_unit_when_sequenced() {
 }
 
 /// Events over 3 routes and 2 upstreams: the first batch of the day admits
-/// the values (one conditional update per key), later ones cost their chunk
-/// and producer only — at most one write unit an event at six events.
+/// the values (one conditional update per key), the proxy's first notes its
+/// first dimension, later ones cost their chunk and producer only — at most
+/// one write unit an event at six events.
 #[tokio::test]
 async fn a_dimensioned_batch_costs_at_most_one_write_unit_an_event() {
     let h = Harness::start().await;
@@ -71,7 +72,10 @@ async fn a_dimensioned_batch_costs_at_most_one_write_unit_an_event() {
         steady.write_units / 6.0
     );
     assert!(steady.write_units <= 6.0, "{steady:?}");
-    assert!(first.write_units <= steady.write_units + 2.0, "{first:?}");
+    // The day's first batch admits the values (a conditional update per
+    // key); the proxy's very first also notes `dimsSince` on the proxy
+    // item, once in its life (+2: an item in a transaction).
+    assert!(first.write_units <= steady.write_units + 4.0, "{first:?}");
     // another instance (a cold cache) reads the sets once, writes nothing more
     let other = Harness::start_with_endpoint(&h.endpoint).await;
     let before = other.app.store.usage();

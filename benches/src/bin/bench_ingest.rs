@@ -255,6 +255,7 @@ async fn main() {
                     retention_days: Tier::Pro.raw_retention_days(),
                     marked_at_ms: None,
                     dimension_pages: 1,
+                    dims_since_ms: None,
                 },
                 &events,
                 now,

@@ -261,6 +261,34 @@ impl KeyValues {
         self.add_other_hashes(other.other_hashes.iter().copied());
     }
 
+    /// Counts under `(none)` the events of `total` (everything recorded in
+    /// the range) that no value here holds: those of the parts that wrote
+    /// no dimension pages, recorded before the proxy's first dimension.
+    /// Exact for the additive figures; the percentiles from the sketch's
+    /// bins, exact unless a sketch collapsed (see `LatencySketch::without`).
+    pub fn add_unpaged(&mut self, total: &Stats) {
+        let mut paged = Stats::default();
+        for stats in self.values.values() {
+            paged.merge(stats);
+        }
+        if total.event_count <= paged.event_count {
+            return;
+        }
+        let rest = if paged.event_count == 0 {
+            // Nothing paged (the common case of a proxy without
+            // dimensions): the day's figures whole, min and max included.
+            total.clone()
+        } else {
+            total.without(&paged)
+        };
+        match self.values.get_mut(NONE_VALUE) {
+            Some(none) => none.merge(&rest),
+            None => {
+                self.values.insert(NONE_VALUE.to_string(), rest);
+            }
+        }
+    }
+
     pub fn add_other_hashes(&mut self, hashes: impl IntoIterator<Item = u64>) {
         for h in hashes {
             if self.other_hashes.len() >= MAX_OTHER_DISTINCT_TRACKED {
@@ -312,6 +340,61 @@ mod tests {
         assert!(parse_status_counts(Some(&json!({"6xx": 1})), 1, 1 << 53).is_err());
         assert!(parse_status_counts(Some(&json!({"2xx": -1})), 1, 1 << 53).is_err());
         assert_eq!(parse_status_counts(None, 7, 1 << 53), Ok(None));
+    }
+
+    fn stats_of(requests: u64, errors: u64, latencies: &[f64]) -> Stats {
+        let mut s = Stats {
+            event_count: 1,
+            request_count: requests,
+            success_count: requests - errors,
+            error_count: errors,
+            ..Stats::default()
+        };
+        for &ms in latencies {
+            s.sketch.add(ms);
+            s.latency_total_ms += ms;
+            s.latency_weight += 1;
+        }
+        s
+    }
+
+    #[test]
+    fn unpaged_events_count_under_none_exactly() {
+        let routed = stats_of(10, 1, &[5.0, 7.0, 9.0]);
+        let none_in_pages = stats_of(4, 0, &[100.0, 120.0]);
+        let unpaged = stats_of(20, 3, &[1.0, 300.0, 301.0, 302.0, 2.5]);
+        let mut total = Stats::default();
+        for s in [&routed, &none_in_pages, &unpaged] {
+            total.merge(s);
+        }
+        let mut values = KeyValues::default();
+        values.values.insert("/a".into(), routed.clone());
+        values
+            .values
+            .insert(NONE_VALUE.into(), none_in_pages.clone());
+        values.add_unpaged(&total);
+        let mut expected = none_in_pages.clone();
+        expected.merge(&unpaged);
+        let none = &values.values[NONE_VALUE];
+        assert_eq!(none.event_count, 2);
+        assert_eq!(none.request_count, 24);
+        assert_eq!(none.error_count, 3);
+        assert_eq!(none.latency_weight, 7);
+        for q in [0.5, 0.95, 0.99] {
+            assert_eq!(none.percentile(q), expected.percentile(q), "q {q}");
+        }
+        assert_eq!(values.values["/a"], routed, "explicit values untouched");
+        // Nothing unpaged: nothing added; nothing paged: the total whole.
+        let before = values.clone();
+        values.add_unpaged(&{
+            let mut t = routed.clone();
+            t.merge(&expected);
+            t
+        });
+        assert_eq!(values, before);
+        let mut empty = KeyValues::default();
+        empty.add_unpaged(&total);
+        assert_eq!(empty.values[NONE_VALUE], total);
     }
 
     #[test]

@@ -204,7 +204,7 @@ pub async fn get_breakdown(app: &App, request: Request) -> Response<Body> {
             By::Key(key) => {
                 let merged = app
                     .store
-                    .read_dimension(&proxy.proxy_id, proxy.fold_epoch, key, start, end)
+                    .read_breakdown(&proxy, key, start, end)
                     .await
                     .map_err(|e| match e {
                         StorageError::TooLarge(message) => ApiError::RangeTooLarge(message),

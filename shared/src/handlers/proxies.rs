@@ -55,6 +55,7 @@ pub async fn register_proxy(app: &App, request: Request) -> Response<Body> {
             fold_epoch: 0,
             bucket_retention: None,
             marked_at_ms: None,
+            dims_since_ms: None,
         };
         app.store.register_proxy(&proxy).await?;
         success(

@@ -62,6 +62,7 @@ pub async fn record_metrics(app: &App, request: Request) -> Response<Body> {
             retention_days: proxy.tier.raw_retention_days(),
             marked_at_ms: proxy.marked_at_ms,
             dimension_pages: dimension_pages(proxy.tier),
+            dims_since_ms: proxy.dims_since_ms,
         };
         let (statuses, write_units) = match &sequence {
             Some(sequence) => {

@@ -18,9 +18,10 @@ use super::days::{Folded, PendingBudget, READ_ATTEMPTS, Versioned, holds, identi
 use super::error::StorageError;
 use super::fold::ProxyFold;
 use super::keys;
+use super::proxies::Proxy;
 use super::{Store, get_blob, get_n, get_s};
 use crate::domain::dimensions::{DimensionKey, KeyValues, OTHER_VALUE, page_of};
-use crate::domain::rollup::DayPart;
+use crate::domain::rollup::{DayPart, Stats};
 
 /// What a breakdown may hold of merged values at once: past it, the answer
 /// is a 422 (narrow the range) rather than a function out of memory.
@@ -36,6 +37,11 @@ pub struct StoredDims {
 /// A part's values of `key`, by the page each is stored in.
 pub(super) fn pages_of(part: &DayPart, key: DimensionKey) -> BTreeMap<u8, KeyValues> {
     let mut pages: BTreeMap<u8, KeyValues> = BTreeMap::new();
+    if !part.dims.paged && !part.dims.explicit && part.dims.keys.is_empty() {
+        // A proxy that never sent dimensions: its `(none)` is the day's
+        // whole, which the day items hold (see `read_breakdown`).
+        return pages;
+    }
     let Some(values) = part.dimension(key) else {
         return pages;
     };
@@ -51,6 +57,16 @@ pub(super) fn pages_of(part: &DayPart, key: DimensionKey) -> BTreeMap<u8, KeyVal
             .add_other_hashes(values.other_hashes.iter().copied());
     }
     pages
+}
+
+/// The last day whose dimension pages may lack chunks of a proxy that
+/// first sent a dimension at `dims_since_ms`: a chunk without `paged` came
+/// from a request that read the proxy before that (its events are dated at
+/// most 5 minutes after its clock); the hour is a margin for clock skew.
+pub fn pages_incomplete_until(dims_since_ms: i64) -> NaiveDate {
+    chrono::DateTime::from_timestamp_millis(dims_since_ms.saturating_add(3_600_000))
+        .unwrap_or_default()
+        .date_naive()
 }
 
 /// A page write a fold batch plans: the page, the version read, its next body.
@@ -131,8 +147,45 @@ impl Store {
         Ok(true)
     }
 
-    /// The values of `key` over `[start, end]`, merged, reflecting every
-    /// event recorded before the call. `epoch` is the fold epoch the
+    /// A breakdown's values of `key` over `[start, end]`, reflecting every
+    /// event recorded before the call, `(none)` included.
+    ///
+    /// Days after the proxy's first dimension are read from their pages
+    /// alone (two queries: pages, pending chunks). A range reaching earlier
+    /// also reads the day items, at once: what the pages do not hold — the
+    /// parts of a proxy that sent no dimensions, which write no pages — is
+    /// the range's total minus what they hold, and counts under `(none)`.
+    /// A proxy that never sent a dimension therefore pays nothing for
+    /// pages when it records or folds, and its breakdown is its days.
+    pub async fn read_breakdown(
+        &self,
+        proxy: &Proxy,
+        key: DimensionKey,
+        start: NaiveDate,
+        end: NaiveDate,
+    ) -> Result<KeyValues, StorageError> {
+        let paged = self.read_dimension(&proxy.proxy_id, proxy.fold_epoch, key, start, end);
+        if proxy
+            .dims_since_ms
+            .is_some_and(|since| start > pages_incomplete_until(since))
+        {
+            return paged.await;
+        }
+        let total = async {
+            let mut total = Stats::default();
+            for rollup in self.read_days(proxy, start, end).await?.values() {
+                total.merge(&rollup.stats);
+            }
+            Ok::<_, StorageError>(total)
+        };
+        let (mut values, total) = futures::try_join!(paged, total)?;
+        values.add_unpaged(&total);
+        Ok(values)
+    }
+
+    /// The values of `key` over `[start, end]` that the dimension pages
+    /// (and the pending chunks that write pages) hold, merged, reflecting
+    /// every event recorded before the call. `epoch` is the fold epoch the
     /// ownership read saw (E0).
     pub async fn read_dimension(
         &self,

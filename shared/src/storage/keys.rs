@@ -23,6 +23,12 @@ pub const SK: &str = "sk";
 /// DynamoDB TTL attribute (epoch seconds).
 pub const EXPIRES_AT: &str = "expiresAt";
 
+/// On a pending chunk: recorded once its proxy had sent dimensions
+/// (see [`crate::domain::rollup::PartDims::paged`]).
+pub const PAGED: &str = "paged";
+/// On a proxy: when it first sent a dimension (epoch ms).
+pub const DIMS_SINCE: &str = "dimsSince";
+
 pub fn s(v: impl Into<String>) -> AttributeValue {
     AttributeValue::S(v.into())
 }

@@ -44,6 +44,9 @@ pub struct PendingChunk {
     pub retention_days: i64,
     /// The encoded [`DayPart`], decoded only when folded or read.
     pub body: Vec<u8>,
+    /// Recorded once the proxy had sent dimensions: its part counts under
+    /// `(none)` in the dimension pages even without keys ([`crate::domain::rollup::PartDims::paged`]).
+    pub paged: bool,
 }
 
 impl PendingChunk {
@@ -53,6 +56,7 @@ impl PendingChunk {
             day: keys::day_of_pending(&sort_key)?,
             retention_days: get_n(item, "retention").map_or(7, |d| d as i64),
             body: get_blob(item, "body").unwrap_or_default().to_vec(),
+            paged: matches!(item.get(keys::PAGED), Some(AttributeValue::Bool(true))),
             sort_key,
         })
     }
@@ -64,8 +68,10 @@ impl PendingChunk {
 
     /// Its part, decoded; [`StorageError::Corrupt`] if it cannot be.
     pub fn part(&self) -> Result<DayPart, StorageError> {
-        decode_trailed::<DayPart>(&self.body)
-            .map_err(|e| StorageError::Corrupt(format!("pending chunk {}: {e}", self.sort_key)))
+        let mut part = decode_trailed::<DayPart>(&self.body)
+            .map_err(|e| StorageError::Corrupt(format!("pending chunk {}: {e}", self.sort_key)))?;
+        part.dims.paged = self.paged;
+        Ok(part)
     }
 
     /// What the item takes in the table (for budgets in bytes).
@@ -351,6 +357,9 @@ impl Store {
             "body".into(),
             AttributeValue::B(Blob::new(chunk.body.clone())),
         );
+        if chunk.paged {
+            item.insert(keys::PAGED.into(), AttributeValue::Bool(true));
+        }
         self.move_item(
             item,
             keys::pending_chunk(proxy_id, &chunk.sort_key),

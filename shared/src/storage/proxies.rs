@@ -36,6 +36,9 @@ pub struct Proxy {
     /// When the proxy's dirty mark was last written (epoch ms): recorders
     /// skip writing it again for a few minutes, whichever instance wrote it.
     pub marked_at_ms: Option<i64>,
+    /// When the proxy first sent a dimension (epoch ms): from then on every
+    /// chunk counts in the day's dimension pages (`storage/dims.rs`).
+    pub dims_since_ms: Option<i64>,
 }
 
 fn proxy_item(proxy: &Proxy) -> HashMap<String, AttributeValue> {
@@ -69,6 +72,7 @@ fn proxy_from_item(item: &HashMap<String, AttributeValue>) -> Option<Proxy> {
         fold_epoch: get_n(item, FOLD_EPOCH).unwrap_or(0),
         bucket_retention: get_n(item, BUCKET_RETENTION).map(|d| d as i64),
         marked_at_ms: get_n(item, super::pending::MARKED_AT).map(|d| d as i64),
+        dims_since_ms: get_n(item, keys::DIMS_SINCE).map(|d| d as i64),
     })
 }
 

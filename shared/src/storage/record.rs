@@ -113,6 +113,8 @@ pub struct Destination<'a> {
     pub marked_at_ms: Option<i64>,
     /// The pages the owner's tier stores a day's dimension values in.
     pub dimension_pages: u8,
+    /// When the proxy first sent a dimension, as the ownership read saw it.
+    pub dims_since_ms: Option<i64>,
 }
 
 /// A v2 chunk as written (several days in one item): read only to move
@@ -372,6 +374,16 @@ impl Store {
                 part.dims.pages = to.dimension_pages;
             }
         }
+        // The proxy's first dimension: noted on the proxy in this very
+        // transaction, so that no chunk of a later request (whose ownership
+        // read sees it) is left out of the pages. Until then chunks write no
+        // dimension pages (a proxy without dimensions pays nothing for them).
+        let first_dimensions =
+            to.dims_since_ms.is_none() && parts.values().any(|part| !part.dims.keys.is_empty());
+        let paged = to.dims_since_ms.is_some() || first_dimensions;
+        if first_dimensions {
+            puts.push(self.note_dimensions_since(to.proxy_id, now)?);
+        }
         for (day, part) in &parts {
             for body in split_part(part)? {
                 total += body.len();
@@ -387,6 +399,9 @@ impl Store {
                 let mut item = keys::pending_chunk(to.proxy_id, &sort_key);
                 item.insert("retention".into(), n(to.retention_days));
                 item.insert("body".into(), AttributeValue::B(Blob::new(body)));
+                if paged {
+                    item.insert(keys::PAGED.into(), AttributeValue::Bool(true));
+                }
                 let put = Put::builder()
                     .table_name(&self.table)
                     .set_item(Some(item))
@@ -396,6 +411,28 @@ impl Store {
             }
         }
         Ok(puts)
+    }
+}
+
+impl Store {
+    /// Sets the proxy's `dimsSince` unless it is set: in a transaction with
+    /// the chunks that bring its first dimension (a racing request's own
+    /// note leaves the first one in place).
+    fn note_dimensions_since(
+        &self,
+        proxy_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<TransactWriteItem, StorageError> {
+        let update = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(keys::proxy(proxy_id)))
+            .update_expression("SET #since = if_not_exists(#since, :now)")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_names("#since", keys::DIMS_SINCE)
+            .expression_attribute_values(":now", n(now.timestamp_millis()))
+            .build()
+            .map_err(|e| StorageError::Internal(format!("building dimsSince update: {e}")))?;
+        Ok(TransactWriteItem::builder().update(update).build())
     }
 }
 
@@ -427,7 +464,8 @@ fn plan_groups(events: &[Event], order: &[usize]) -> Vec<Vec<usize>> {
         let day = events[i].day();
         let new_day = !days.contains(&day);
         if !current.is_empty()
-            && current.len() + 1 + days.len() + usize::from(new_day) > MAX_TRANSACT_ACTIONS
+            // One action is kept for the proxy's first-dimension note.
+            && current.len() + 1 + days.len() + usize::from(new_day) > MAX_TRANSACT_ACTIONS - 1
         {
             groups.push(std::mem::take(&mut current));
             days.clear();

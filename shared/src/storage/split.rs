@@ -34,6 +34,7 @@ pub(super) fn split_part(part: &DayPart) -> Result<Vec<Vec<u8>>, StorageError> {
             pages: part.dims.pages,
             explicit: true,
             keys: BTreeMap::new(),
+            paged: part.dims.paged,
         },
         ..DayPart::default()
     };

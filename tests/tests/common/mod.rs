@@ -325,6 +325,7 @@ impl Harness {
                 retention_days: tier.raw_retention_days(),
                 marked_at_ms: None,
                 dimension_pages: 1,
+                dims_since_ms: None,
             };
             self.app
                 .store

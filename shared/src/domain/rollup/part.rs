@@ -62,6 +62,13 @@ pub struct PartDims {
     /// dimensions stores nothing more than before v3.
     pub explicit: bool,
     pub keys: BTreeMap<DimensionKey, KeyValues>,
+    /// Whether a part without keys still counts its events under `(none)`
+    /// in the day's dimension pages: set on the chunks of a proxy that has
+    /// sent dimensions (the chunk item's `paged` attribute, not the body).
+    /// Until then a proxy's parts write no pages at all, so a proxy that
+    /// sends none pays nothing for them; its breakdowns read the day items.
+    #[serde(skip)]
+    pub paged: bool,
 }
 
 impl PartDims {
@@ -153,6 +160,7 @@ impl DayPart {
             pages: self.dims.pages.max(other.dims.pages),
             explicit,
             keys: BTreeMap::new(),
+            paged: self.dims.paged || other.dims.paged,
         };
         add_status(&mut dims.status, &other.dims.status);
         for key in DimensionKey::ALL {

@@ -165,6 +165,34 @@ impl Stats {
         };
     }
 
+    /// The figures of the events of `self` that are not in `part` (a
+    /// subset of them): the additive figures exactly (saturating at zero),
+    /// the sketch bin by bin. Min, max, peaks and times, which do not
+    /// subtract, are left out.
+    pub fn without(&self, part: &Stats) -> Stats {
+        Stats {
+            event_count: self.event_count.saturating_sub(part.event_count),
+            request_count: self.request_count.saturating_sub(part.request_count),
+            success_count: self.success_count.saturating_sub(part.success_count),
+            error_count: self.error_count.saturating_sub(part.error_count),
+            latency_total_ms: (self.latency_total_ms - part.latency_total_ms).max(0.0),
+            latency_weight: self.latency_weight.saturating_sub(part.latency_weight),
+            sketch: self.sketch.without(&part.sketch),
+            data_transferred_bytes: self
+                .data_transferred_bytes
+                .saturating_sub(part.data_transferred_bytes),
+            data_received_bytes: self
+                .data_received_bytes
+                .saturating_sub(part.data_received_bytes),
+            connection_count: self.connection_count.saturating_sub(part.connection_count),
+            concurrent_sum: self.concurrent_sum.saturating_sub(part.concurrent_sum),
+            concurrent_reports: self
+                .concurrent_reports
+                .saturating_sub(part.concurrent_reports),
+            ..Stats::default()
+        }
+    }
+
     /// Bytes held on the heap (the sketch's bins); the inline part is
     /// `size_of::<Stats>()`.
     pub fn heap_bytes(&self) -> usize {

@@ -193,6 +193,24 @@ impl LatencySketch {
         self.sum += other.sum;
     }
 
+    /// What is left of this sketch once `part` (a sketch of some of the
+    /// values added to it) is taken away: exact bins and counts (see
+    /// [`SparseStore::subtract`]); min and max stay this sketch's bounds,
+    /// and answer only the 0 and 1 quantiles.
+    pub fn without(&self, part: &LatencySketch) -> LatencySketch {
+        let mut bins = self.bins.clone();
+        bins.subtract(&part.bins);
+        let zero_count = self.zero_count.saturating_sub(part.zero_count);
+        let left = Self::from_parts(
+            bins,
+            zero_count,
+            self.min,
+            self.max,
+            (self.sum - part.sum).max(0.0),
+        );
+        if left.count == 0 { Self::new() } else { left }
+    }
+
     pub fn count(&self) -> u64 {
         self.count
     }

@@ -123,6 +123,22 @@ impl SparseStore {
         self.collapse();
     }
 
+    /// Takes away the counts of `part`, a store whose values all went into
+    /// this one: bin by bin, exact unless collapsing folded some of `part`'s
+    /// bins into a higher one here (then that bin keeps what it can).
+    pub fn subtract(&mut self, part: &SparseStore) {
+        let mut j = 0;
+        for bin in &mut self.bins {
+            while j < part.bins.len() && part.bins[j].key < bin.key {
+                j += 1;
+            }
+            if j < part.bins.len() && part.bins[j].key == bin.key {
+                bin.count = bin.count.saturating_sub(part.bins[j].count);
+            }
+        }
+        self.bins.retain(|b| b.count > 0);
+    }
+
     /// Builds a store from bins in any order, with repeated keys and zero
     /// counts (a decoded DataDog store). Memory stays bounded whatever the
     /// input length: bins are folded into the store every [`MAX_BINS`].
