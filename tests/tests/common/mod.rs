@@ -335,6 +335,31 @@ impl Harness {
         }
     }
 
+    /// Sets when the proxy first sent a dimension (`dimsSince`), as if it
+    /// had sent dimensions since `at` (benches of established proxies).
+    #[allow(dead_code)]
+    pub async fn set_dims_since(&self, proxy_id: &str, at: DateTime<Utc>) {
+        self.client
+            .update_item()
+            .table_name(TABLE)
+            .key(
+                "pk",
+                aws_sdk_dynamodb::types::AttributeValue::S(format!("PROXY#{proxy_id}")),
+            )
+            .key(
+                "sk",
+                aws_sdk_dynamodb::types::AttributeValue::S("PROXY".into()),
+            )
+            .update_expression("SET dimsSince = :at")
+            .expression_attribute_values(
+                ":at",
+                aws_sdk_dynamodb::types::AttributeValue::N(at.timestamp_millis().to_string()),
+            )
+            .send()
+            .await
+            .expect("dimsSince set");
+    }
+
     pub async fn register(&self, token: &str, proxy_id: &str) -> (u16, Value) {
         let req = Req::new("POST", "/proxies")
             .bearer(token)
