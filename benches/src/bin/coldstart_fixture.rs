@@ -128,7 +128,10 @@ async fn main() {
         (
             "get-aggregation",
             "aggregation",
-            vec![("periodStart", week_ago.as_str()), ("periodEnd", day.as_str())],
+            vec![
+                ("periodStart", week_ago.as_str()),
+                ("periodEnd", day.as_str()),
+            ],
         ),
         ("get-summary", "summary", vec![]),
         (
@@ -158,8 +161,10 @@ async fn main() {
             auth.clone(),
             None,
         );
-        let params: serde_json::Map<String, Value> =
-            query.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
+        let params: serde_json::Map<String, Value> = query
+            .iter()
+            .map(|(k, v)| (k.to_string(), json!(v)))
+            .collect();
         e["rawQueryString"] = json!(
             query
                 .iter()
