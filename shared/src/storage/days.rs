@@ -301,8 +301,9 @@ impl Store {
     ) -> Result<Option<Vec<PendingChunk>>, StorageError> {
         let mut chunks = Vec::new();
         let mut bytes = 0usize;
+        // On a connection of its own: it is sent beside the items query.
         let outcome = self
-            .visit_pending(proxy_id, from, to, |chunk| {
+            .visit_pending_on(proxy_id, from, to, true, |chunk| {
                 bytes += chunk.stored_bytes();
                 if bytes > max_bytes {
                     return Err(StorageError::TooLarge(String::new()));
