@@ -45,7 +45,7 @@ pub fn instant_str(at: DateTime<Utc>) -> String {
 }
 
 mod series;
-pub use series::{SeriesPoint, SeriesResponse};
+pub use series::{SeriesPoint, SeriesResponse, SortedSeriesBody};
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TopError {

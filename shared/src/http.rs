@@ -170,13 +170,32 @@ pub fn success(
     let mut body = serde_json::to_value(body)
         .map_err(|e| ApiError::Internal(format!("serialising a response: {e}")))?;
     if let Value::Object(map) = &mut body {
-        let now = app.clock.now().to_rfc3339_opts(SecondsFormat::Millis, true);
-        map.insert("timestamp".into(), Value::String(now));
+        map.insert("timestamp".into(), Value::String(response_timestamp(app)));
         map.insert("tier".into(), Value::String(caller.tier.as_str().into()));
     }
+    json_response(status, body.to_string())
+}
+
+/// The contract's `timestamp` of a success response (the app's clock).
+pub fn response_timestamp(app: &App) -> String {
+    app.clock.now().to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// A success response whose body already holds `timestamp` and `tier`,
+/// serialized as it is (see [`crate::api::SortedSeriesBody`]).
+pub fn success_serialized(
+    status: StatusCode,
+    body: &impl serde::Serialize,
+) -> Result<Response<Body>, ApiError> {
+    let text = serde_json::to_string(body)
+        .map_err(|e| ApiError::Internal(format!("serialising a response: {e}")))?;
+    json_response(status, text)
+}
+
+fn json_response(status: StatusCode, text: String) -> Result<Response<Body>, ApiError> {
     Response::builder()
         .status(status)
         .header("content-type", "application/json")
-        .body(Body::Text(body.to_string()))
+        .body(Body::Text(text))
         .map_err(|e| ApiError::Internal(format!("building response: {e}")))
 }

@@ -1,6 +1,7 @@
 //! The storage a cold-start measurement needs (`scripts/coldstart`): dynoxide
 //! on `127.0.0.1:$PORT` holding the template's table, a registered proxy with
-//! a materialised day, and the API Gateway events of the measured requests
+//! a materialised day, and the API Gateway events (every read function's
+//! included) of the measured requests
 //! (with a token) written to `$OUT_DIR`. Serves until its stdin closes.
 //!
 //! ```sh
@@ -61,6 +62,7 @@ async fn main() {
     assert_eq!(h.register(&t, "edge").await.0, 201);
     let events: Vec<Value> = (0..60)
         .map(|i| json!({"eventType": "request", "timestamp": iso(now() - chrono::Duration::seconds(10 * i)),
+                        "dimensions": {"route": format!("/r/{}", i % 5)},
                         "metrics": {"requestCount": 10, "successCount": 9, "errorCount": 1,
                                     "latencySamplesMs": [5.0 + i as f64, 12.0, 30.0]}}))
         .collect();
@@ -112,6 +114,66 @@ async fn main() {
         ),
     ] {
         std::fs::write(out.join(format!("{name}.json")), event.to_string()).unwrap();
+    }
+    // The other read functions, each with the query a dashboard sends.
+    let week_ago = day_str(now().date_naive() - chrono::Duration::days(6));
+    let series_from = iso(now() - chrono::Duration::hours(24));
+    let series_to = iso(now());
+    for (name, path, query) in [
+        (
+            "get-daily-range",
+            "daily",
+            vec![("startDate", week_ago.as_str()), ("endDate", day.as_str())],
+        ),
+        (
+            "get-aggregation",
+            "aggregation",
+            vec![
+                ("periodStart", week_ago.as_str()),
+                ("periodEnd", day.as_str()),
+            ],
+        ),
+        ("get-summary", "summary", vec![]),
+        (
+            "get-breakdown",
+            "breakdown",
+            vec![
+                ("by", "route"),
+                ("startDate", week_ago.as_str()),
+                ("endDate", day.as_str()),
+            ],
+        ),
+        (
+            "get-series",
+            "series",
+            vec![
+                ("from", series_from.as_str()),
+                ("to", series_to.as_str()),
+                ("step", "5m"),
+            ],
+        ),
+    ] {
+        let mut e = event(
+            "GET",
+            &format!("/proxy/metrics/{{proxyId}}/{path}"),
+            &format!("/proxy/metrics/edge/{path}"),
+            json!({"proxyId": "edge"}),
+            auth.clone(),
+            None,
+        );
+        let params: serde_json::Map<String, Value> = query
+            .iter()
+            .map(|(k, v)| (k.to_string(), json!(v)))
+            .collect();
+        e["rawQueryString"] = json!(
+            query
+                .iter()
+                .map(|(k, v)| format!("{k}={}", v.replace(':', "%3A").replace('+', "%2B")))
+                .collect::<Vec<_>>()
+                .join("&")
+        );
+        e["queryStringParameters"] = Value::Object(params);
+        std::fs::write(out.join(format!("{name}.json")), e.to_string()).unwrap();
     }
     // The fixture answers one request itself, to check the events are sound.
     let req = Req::new("GET", "/proxies").bearer(&t).build();

@@ -6,14 +6,14 @@ use chrono::{DateTime, Duration, NaiveDate, Utc};
 use lambda_http::{Body, Request, Response, http::StatusCode};
 
 use super::read::reader;
-use crate::api::{SeriesPoint, SeriesResponse, instant_str};
+use crate::api::{SeriesPoint, SortedSeriesBody, instant_str};
 use crate::auth::Caller;
 use crate::domain::rollup::{Rollup, day_start_ms};
 use crate::domain::series::{
     Span, SpanError, Step, parse_series_instant, points_from_buckets, points_from_days,
 };
 use crate::error::ApiError;
-use crate::http::{App, owned_proxy, query_param, respond, success};
+use crate::http::{App, owned_proxy, query_param, respond, response_timestamp, success_serialized};
 use crate::storage::{DaySink, Proxy, StorageError};
 
 /// A required query parameter.
@@ -103,17 +103,19 @@ pub async fn get_series(app: &App, request: Request) -> Response<Body> {
             }
         };
         let points: Vec<SeriesPoint> = points.iter().map(SeriesPoint::of).collect();
-        success(
-            app,
+        // What `success` makes of a `SeriesResponse`, byte for byte,
+        // without a `Value` of every point.
+        success_serialized(
             StatusCode::OK,
-            &caller,
-            &SeriesResponse {
-                proxy_id: proxy.proxy_id,
-                from: instant_str(span.start()),
-                to: instant_str(to),
-                step: span.step.as_str(),
+            &SortedSeriesBody {
                 count: points.len(),
-                points,
+                from: &instant_str(span.start()),
+                points: &points,
+                proxy_id: &proxy.proxy_id,
+                step: span.step.as_str(),
+                tier: caller.tier.as_str(),
+                timestamp: &response_timestamp(app),
+                to: &instant_str(to),
             },
         )
     })

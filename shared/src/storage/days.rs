@@ -9,15 +9,30 @@
 //! only after its deletion. A read takes, in this order:
 //!
 //! 1. the fold epoch (E0; the ownership read's proxy item carries it),
-//! 2. the items (I), 3. the pending chunks of the same days (P),
-//! 4. the fold epoch again (E1),
+//! 2. the items (I) and the pending chunks of the same days (P), in either
+//!    order or at once (two queries in flight together: one round trip, not
+//!    two, which is most of a cold read's first response),
+//! 3. the fold epoch again (E1),
 //!
 //! and adds a chunk of P to an item of I unless the item's `folded` names it.
-//! - Never twice: a chunk in P still existed after I was read, so it was not
-//!   yet dropped from the `folded` of an item that held it at I.
-//! - Never missed: a chunk recorded before the read is in P, or in an item at
-//!   I, or was folded and deleted between I and P — and then the epoch moved
-//!   between E0 and E1, and the read is taken again.
+//! Each item and chunk is seen at one instant, after E0 and before E1; for a
+//! chunk `c` and the item of its day, either was seen first.
+//! - Never twice: counting `c` twice needs it seen in P and an item, seen in
+//!   I, that holds it without naming it in `folded`. An entry leaves
+//!   `folded` only after the chunk's deletion and an epoch move, in that
+//!   order (`fold.rs`): `c` seen pending, then deleted, then the epoch
+//!   moved, then the item seen — the move lies between E0 and E1, and the
+//!   read is taken again.
+//! - Never missed: `c` recorded before E0, not seen in P, was deleted
+//!   before P saw its place, so it was folded (item written, epoch moved)
+//!   before that. If I came after, the item holds it (items only gain
+//!   chunks). If I came first and missed it, the item was written after I,
+//!   the epoch moved after it and before P: between E0 and E1, and the read
+//!   is taken again.
+//!
+//! A read starts I and P together and keeps up to [`EARLY_PENDING_BYTES`]
+//! of chunks while the items arrive; past that it drops them and reads P
+//! again after I, streaming (the order above is exact either way).
 //!
 //! Memory stays bounded whatever the backlog: items are read a month at a
 //! time, pending chunks a page at a time, each decoded, added and dropped.
@@ -49,6 +64,9 @@ pub const READ_ITEMS_BUDGET_BYTES: usize = 16 * 1024 * 1024;
 /// aggregation is that far behind, and it will catch up (reads are bounded
 /// in time and memory whatever the backlog).
 pub const READ_PENDING_BUDGET_BYTES: usize = 64 * 1024 * 1024;
+/// Pending chunks a read keeps while its items query is in flight (about
+/// one query page); a larger backlog is read after the items, streaming.
+pub const EARLY_PENDING_BYTES: usize = 1024 * 1024;
 
 /// Where a read hands the days it found, in order (days without events are
 /// not handed). A read that has to start again calls `reset` first.
@@ -207,10 +225,14 @@ impl Store {
         for _ in 0..READ_ATTEMPTS {
             sink.reset();
             let mut budget = PendingBudget::default();
-            // The whole range at once when its items fit the budget.
-            let mut whole = self
-                .stored_days_within(proxy_id, start, end, READ_ITEMS_BUDGET_BYTES)
-                .await?;
+            // The whole range at once when its items fit the budget, with
+            // its pending chunks in the same round trip when they are few.
+            let (whole, early) = futures::join!(
+                self.stored_days_within(proxy_id, start, end, READ_ITEMS_BUDGET_BYTES),
+                self.pending_within(proxy_id, start, end, EARLY_PENDING_BYTES),
+            );
+            let mut whole = whole?;
+            let mut early = early?;
             let window = if whole.is_some() {
                 (end - start).num_days() + 1
             } else {
@@ -219,13 +241,17 @@ impl Store {
             let mut from = start;
             while from <= end {
                 let to = end.min(from + chrono::Duration::days(window - 1));
-                let stored = match whole.take() {
-                    Some(stored) => stored,
-                    None => self.stored_days(proxy_id, from, to).await?,
+                let (stored, chunks) = match whole.take() {
+                    Some(stored) => (stored, early.take()),
+                    None => (self.stored_days(proxy_id, from, to).await?, None),
                 };
-                let days = self
-                    .add_pending(proxy_id, from, to, &stored, &mut budget)
-                    .await?;
+                let days = match chunks {
+                    Some(chunks) => merge_pending(proxy_id, &stored, chunks, &mut budget)?,
+                    None => {
+                        self.add_pending(proxy_id, from, to, &stored, &mut budget)
+                            .await?
+                    }
+                };
                 for (day, rollup) in days {
                     sink.day(day, rollup)?;
                 }
@@ -246,8 +272,8 @@ impl Store {
         )))
     }
 
-    /// Step P of a read: the items of `[from, to]` (read before) plus the
-    /// pending chunks of those days that no item names.
+    /// Step P of a read, streaming: the items of `[from, to]` (read before)
+    /// plus the pending chunks of those days that no item names.
     async fn add_pending(
         &self,
         proxy_id: &str,
@@ -256,29 +282,41 @@ impl Store {
         stored: &BTreeMap<NaiveDate, Versioned<StoredDay>>,
         budget: &mut PendingBudget,
     ) -> Result<BTreeMap<NaiveDate, Rollup>, StorageError> {
-        let mut days: BTreeMap<NaiveDate, Rollup> = stored
-            .iter()
-            .map(|(day, item)| (*day, item.value.rollup.clone()))
-            .collect();
-        let folded: HashMap<NaiveDate, HashSet<&str>> = stored
-            .iter()
-            .map(|(day, item)| (*day, identities(&item.value.folded)))
-            .collect();
+        let mut merge = PendingMerge::new(stored);
         self.visit_pending(proxy_id, from, to, |chunk| {
-            budget.take(proxy_id, &chunk)?;
-            if folded
-                .get(&chunk.day)
-                .is_some_and(|f| f.contains(chunk.identity()))
-            {
-                return Ok(());
-            }
-            if let Some(part) = budget.decode(proxy_id, &chunk) {
-                days.entry(chunk.day).or_default().merge_part(&part);
-            }
-            Ok(())
+            merge.add(proxy_id, budget, &chunk)
         })
         .await?;
-        Ok(days)
+        Ok(merge.days)
+    }
+
+    /// Step P of a read, kept: the pending chunks of `[from, to]`, or `None`
+    /// once they pass `max_bytes` (then read them again after the items).
+    pub(super) async fn pending_within(
+        &self,
+        proxy_id: &str,
+        from: NaiveDate,
+        to: NaiveDate,
+        max_bytes: usize,
+    ) -> Result<Option<Vec<PendingChunk>>, StorageError> {
+        let mut chunks = Vec::new();
+        let mut bytes = 0usize;
+        // On a connection of its own: it is sent beside the items query.
+        let outcome = self
+            .visit_pending_on(proxy_id, from, to, true, |chunk| {
+                bytes += chunk.stored_bytes();
+                if bytes > max_bytes {
+                    return Err(StorageError::TooLarge(String::new()));
+                }
+                chunks.push(chunk);
+                Ok(())
+            })
+            .await;
+        match outcome {
+            Ok(()) => Ok(Some(chunks)),
+            Err(StorageError::TooLarge(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Every day of `[start, end]` that has events (see [`Store::read_days_into`]).
@@ -291,6 +329,62 @@ impl Store {
         let mut days = BTreeMap::new();
         self.read_days_into(proxy, start, end, &mut days).await?;
         Ok(days)
+    }
+}
+
+/// The items of a read plus the pending chunks no item names (the end of
+/// step P, whichever of I and P came first).
+fn merge_pending(
+    proxy_id: &str,
+    stored: &BTreeMap<NaiveDate, Versioned<StoredDay>>,
+    chunks: Vec<PendingChunk>,
+    budget: &mut PendingBudget,
+) -> Result<BTreeMap<NaiveDate, Rollup>, StorageError> {
+    let mut merge = PendingMerge::new(stored);
+    for chunk in chunks {
+        merge.add(proxy_id, budget, &chunk)?;
+    }
+    Ok(merge.days)
+}
+
+/// Days being built from their items and the pending chunks they lack.
+struct PendingMerge<'a> {
+    days: BTreeMap<NaiveDate, Rollup>,
+    folded: HashMap<NaiveDate, HashSet<&'a str>>,
+}
+
+impl<'a> PendingMerge<'a> {
+    fn new(stored: &'a BTreeMap<NaiveDate, Versioned<StoredDay>>) -> Self {
+        Self {
+            days: stored
+                .iter()
+                .map(|(day, item)| (*day, item.value.rollup.clone()))
+                .collect(),
+            folded: stored
+                .iter()
+                .map(|(day, item)| (*day, identities(&item.value.folded)))
+                .collect(),
+        }
+    }
+
+    fn add(
+        &mut self,
+        proxy_id: &str,
+        budget: &mut PendingBudget,
+        chunk: &PendingChunk,
+    ) -> Result<(), StorageError> {
+        budget.take(proxy_id, chunk)?;
+        if self
+            .folded
+            .get(&chunk.day)
+            .is_some_and(|f| f.contains(chunk.identity()))
+        {
+            return Ok(());
+        }
+        if let Some(part) = budget.decode(proxy_id, chunk) {
+            self.days.entry(chunk.day).or_default().merge_part(&part);
+        }
+        Ok(())
     }
 }
 
@@ -365,16 +459,16 @@ fn readable<T>(proxy_id: &str, key: &str, item: Result<T, StorageError>) -> Opti
     }
 }
 
-/// One read of days taken step by step, in the order [`Store::read_days_into`]
-/// takes them (E0 given, I, P, E1), for tests that interleave other work
-/// between the steps.
+/// One read of days taken step by step as [`Store::read_days_into`] takes
+/// them (E0 given, then I and P in either order — at once, in the function
+/// — then E1), for tests that interleave other work between the steps.
 pub struct DaysRead {
     proxy_id: String,
     start: NaiveDate,
     end: NaiveDate,
     epoch: u64,
     stored: BTreeMap<NaiveDate, Versioned<StoredDay>>,
-    days: BTreeMap<NaiveDate, Rollup>,
+    chunks: Vec<PendingChunk>,
 }
 
 impl DaysRead {
@@ -386,7 +480,7 @@ impl DaysRead {
             end,
             epoch,
             stored: BTreeMap::new(),
-            days: BTreeMap::new(),
+            chunks: Vec::new(),
         }
     }
 
@@ -398,27 +492,26 @@ impl DaysRead {
         Ok(())
     }
 
-    /// Step P.
+    /// Step P (before or after step I).
     pub async fn pending(&mut self, store: &Store) -> Result<(), StorageError> {
-        let mut budget = PendingBudget::default();
-        self.days = store
-            .add_pending(
-                &self.proxy_id,
-                self.start,
-                self.end,
-                &self.stored,
-                &mut budget,
-            )
-            .await?;
+        self.chunks = store
+            .pending_within(&self.proxy_id, self.start, self.end, usize::MAX)
+            .await?
+            .unwrap_or_default();
         Ok(())
     }
 
-    /// Step E1: the days, or `None` when the epoch moved (read again).
+    /// Step E1, after I and P: the days, or `None` when the epoch moved
+    /// (read again).
     pub async fn finish(
         self,
         store: &Store,
     ) -> Result<Option<BTreeMap<NaiveDate, Rollup>>, StorageError> {
         let now = store.fold_epoch(&self.proxy_id).await?;
-        Ok((now == self.epoch).then_some(self.days))
+        if now != self.epoch {
+            return Ok(None);
+        }
+        let mut budget = PendingBudget::default();
+        merge_pending(&self.proxy_id, &self.stored, self.chunks, &mut budget).map(Some)
     }
 }

@@ -1,8 +1,8 @@
 //! A day's dimension values (v3): stored per (key, day, page) in the
 //! proxy's `DIMS#` partition, folded from the pending chunks like the day
 //! and bucket items (each page names the chunks it holds in `folded`), and
-//! read with the same protocol (see `days.rs`): epoch, pages, pending
-//! chunks, epoch.
+//! read with the same protocol (see `days.rs`): epoch, pages and pending
+//! chunks (queried at once), epoch.
 //!
 //! A breakdown by route over a month is two queries: the pages of the
 //! month (`{key}#{start}#00` … `{key}#{end}#99`) and the pending chunks of
@@ -14,10 +14,13 @@ use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
 use super::codec::StoredBody;
-use super::days::{Folded, PendingBudget, READ_ATTEMPTS, Versioned, holds, identities};
+use super::days::{
+    EARLY_PENDING_BYTES, Folded, PendingBudget, READ_ATTEMPTS, Versioned, holds, identities,
+};
 use super::error::StorageError;
 use super::fold::ProxyFold;
 use super::keys;
+use super::pending::PendingChunk;
 use super::proxies::Proxy;
 use super::{Store, get_blob, get_n, get_s};
 use crate::domain::dimensions::{DimensionKey, KeyValues, OTHER_VALUE, page_of};
@@ -199,8 +202,11 @@ impl Store {
             let mut merged = KeyValues::default();
             let mut held = MergeBudget::default();
             // I: the pages, merged as they arrive; only their `folded` kept.
+            // P: the pending chunks of those days, queried at the same time
+            // (kept when few, else read again after I, streaming): either
+            // order is exact, by `days.rs`'s argument.
             let mut folded: HashMap<(NaiveDate, u8), HashSet<String>> = HashMap::new();
-            self.query_each(
+            let pages = self.query_each(
                 keys::dims_partition(proxy_id),
                 Some((
                     keys::dims_sort_key(key, start, 0),
@@ -237,11 +243,15 @@ impl Store {
                     }
                     Ok(())
                 },
-            )
-            .await?;
-            // P: the pending chunks of those days, page by page.
+            );
+            let (pages, early) = futures::join!(
+                pages,
+                self.pending_within(proxy_id, start, end, EARLY_PENDING_BYTES)
+            );
+            pages?;
+            let early = early?;
             let mut budget = PendingBudget::default();
-            self.visit_pending(proxy_id, start, end, |chunk| {
+            let mut visit = |chunk: PendingChunk| {
                 budget.take(proxy_id, &chunk)?;
                 let Some(part) = budget.decode(proxy_id, &chunk) else {
                     return Ok(());
@@ -255,8 +265,11 @@ impl Store {
                     }
                 }
                 held.check(proxy_id, &merged)
-            })
-            .await?;
+            };
+            match early {
+                Some(chunks) => chunks.into_iter().try_for_each(&mut visit)?,
+                None => self.visit_pending(proxy_id, start, end, visit).await?,
+            }
             let now = self.fold_epoch(proxy_id).await?;
             if now == epoch {
                 return Ok(merged);

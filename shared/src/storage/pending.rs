@@ -259,15 +259,31 @@ impl Store {
         proxy_id: &str,
         start: NaiveDate,
         end: NaiveDate,
+        visit: impl FnMut(PendingChunk) -> Result<(), StorageError>,
+    ) -> Result<(), StorageError> {
+        self.visit_pending_on(proxy_id, start, end, false, visit)
+            .await
+    }
+
+    /// [`Store::visit_pending`]; `apart`: on a connection of its own (a
+    /// query sent beside another, see `Store::query_pages_each_on`).
+    pub(super) async fn visit_pending_on(
+        &self,
+        proxy_id: &str,
+        start: NaiveDate,
+        end: NaiveDate,
+        apart: bool,
         mut visit: impl FnMut(PendingChunk) -> Result<(), StorageError>,
     ) -> Result<(), StorageError> {
-        self.query_each(
+        self.query_pages_each_on(
             keys::pending_partition(proxy_id),
-            Some((
+            Some(super::Range::Between(
                 keys::pending_day_prefix(start),
                 keys::pending_day_after(end),
             )),
+            None,
             "read pending chunks",
+            apart,
             |item| match PendingChunk::from_item(item) {
                 Some(chunk) => visit(chunk),
                 None => Ok(()),

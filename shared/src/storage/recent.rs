@@ -1,13 +1,13 @@
 //! Reading the recent past: five-minute buckets (the summary, a scrape) and
 //! today's day, by the same protocol as `days.rs` (epoch, items and pending
-//! chunks, epoch again), with one pending query for all.
+//! chunks — queried at once —, epoch again), with one pending query for all.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, NaiveDate, Utc};
 
 use super::Store;
-use super::days::{PendingBudget, READ_ATTEMPTS, bucket_of, identities};
+use super::days::{EARLY_PENDING_BYTES, PendingBudget, READ_ATTEMPTS, bucket_of, identities};
 use super::error::StorageError;
 use super::pending::PendingChunk;
 use super::proxies::Proxy;
@@ -114,14 +114,27 @@ impl Store {
         let last = bucket_of(to);
         for _ in 0..READ_ATTEMPTS {
             let mut budget = PendingBudget::default();
-            // I: today's item and the buckets; then P: their days' chunks.
-            let stored_today = match today {
-                Some(today) if read.today_up_front => {
-                    self.stored_days(proxy_id, today, today).await?
+            // One pending query for all (the lookback's days included: a
+            // pending query before the items is as exact, see `days.rs`).
+            let lookback_start = today.map(|t| t - chrono::Duration::days(lookback_days));
+            let span_start = lookback_start.map_or(first.0, |t| t.min(first.0));
+            let span_end = today.map_or(last.0, |t| t.max(last.0));
+            // I: today's item and the buckets, and P: their days' chunks,
+            // all at once (kept when few, else read again after I).
+            let today_item = async {
+                match today {
+                    Some(today) if read.today_up_front => {
+                        self.stored_days(proxy_id, today, today).await
+                    }
+                    _ => Ok(BTreeMap::new()),
                 }
-                _ => BTreeMap::new(),
             };
-            let stored_buckets = self.stored_buckets(proxy_id, first, last).await?;
+            let (stored_today, stored_buckets, early) = futures::join!(
+                today_item,
+                self.stored_buckets(proxy_id, first, last),
+                self.pending_within(proxy_id, span_start, span_end, EARLY_PENDING_BYTES),
+            );
+            let (stored_today, stored_buckets, early) = (stored_today?, stored_buckets?, early?);
             let mut recent = Recent::default();
             for (day, item) in &stored_today {
                 recent.days.insert(*day, item.value.rollup.clone());
@@ -139,13 +152,8 @@ impl Store {
                 .iter()
                 .map(|(at, item)| (*at, identities(&item.value.folded)))
                 .collect();
-            // One pending query for all (the lookback's days included: a
-            // pending query before the items is as exact, see the module).
-            let lookback_start = today.map(|t| t - chrono::Duration::days(lookback_days));
-            let span_start = lookback_start.map_or(first.0, |t| t.min(first.0));
-            let span_end = today.map_or(last.0, |t| t.max(last.0));
             let mut older_chunks: Vec<PendingChunk> = Vec::new();
-            self.visit_pending(proxy_id, span_start, span_end, |chunk| {
+            let mut visit = |chunk: PendingChunk| {
                 budget.take(proxy_id, &chunk)?;
                 if today.is_some_and(|t| chunk.day < t || (!read.today_up_front && chunk.day == t))
                 {
@@ -187,8 +195,14 @@ impl Store {
                         .merge(bucket);
                 }
                 Ok(())
-            })
-            .await?;
+            };
+            match early {
+                Some(chunks) => chunks.into_iter().try_for_each(&mut visit)?,
+                None => {
+                    self.visit_pending(proxy_id, span_start, span_end, visit)
+                        .await?
+                }
+            }
             if let Some(today) = today
                 && lookback_days > 0
                 && (read.lookback_when)(&recent)
