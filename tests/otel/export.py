@@ -270,11 +270,20 @@ def main() -> int:
         time.sleep(0.05)  # successive exports at distinct instants
     mp.shutdown()  # its final export: a cumulative one repeats the last values
 
-    # What went over the wire.
+    # What went over the wire: one export per body, its attempts in order
+    # (the exporter itself retries a 429 or 503 with the same bytes); the
+    # last attempt is the service's answer.
+    attempts: list[list[dict]] = []
+    for e in session.exports:
+        if attempts and attempts[-1][-1]["body"] == e["body"]:
+            attempts[-1].append(e)
+        else:
+            attempts.append([e])
     exports = []
     min_scale = None
     bodies = []
-    for i, e in enumerate(session.exports):
+    for i, tries in enumerate(attempts):
+        e = tries[-1]
         req = decode_export(e)
         points = 0
         names = set()
@@ -303,6 +312,7 @@ def main() -> int:
                 "bytes": len(e["body"]),
                 "dataPoints": points,
                 "metrics": sorted(names),
+                "attempts": [t["status"] for t in tries],
                 "answer": answer,
             }
         )

@@ -701,6 +701,10 @@ fn int64(value: i64, as_string: bool) -> Value {
     }
 }
 
+/// A hand-built delta point: route, method, status code, bucket counts,
+/// sum (s), and whether its 64-bit integers are written as strings.
+type JsonPoint = (&'static str, &'static str, i64, [u64; 5], f64, bool);
+
 /// Explicit bounds of the hand-built duration histograms (seconds).
 const JSON_BOUNDS: [f64; 4] = [0.01, 0.1, 0.5, 2.0];
 
@@ -869,7 +873,7 @@ async fn a_gzip_otlp_json_body_is_counted_once_and_cumulative_points_by_their_ne
 
     // 1. Delta points over three routes and four status codes.
     //    route, method, status, buckets, sum (s), int64s as strings?
-    let delta: Vec<(&str, &str, i64, [u64; 5], f64, bool)> = vec![
+    let delta: Vec<JsonPoint> = vec![
         ("/json/a", "GET", 200, [10, 30, 5, 0, 0], 2.1, true),
         ("/json/a", "GET", 404, [4, 1, 0, 0, 0], 0.04, false),
         ("/json/b/{id}", "POST", 201, [0, 2, 12, 3, 1], 9.5, true),
