@@ -346,6 +346,12 @@ fn assert_p95(got: &Value, recorded: &Value, min_scale: Option<i64>, what: &str)
             )
         }
     };
+    if what.ends_with("daily") {
+        println!(
+            "{what}: p95 {got} ms, exact {}..{} ms, allowed [{low:.3}, {high:.3}]",
+            recorded["p95LowMs"], recorded["p95HighMs"]
+        );
+    }
     assert!(
         low <= got && got <= high,
         "{what}: p95 {got} ms outside [{low}, {high}] (exact p95 between {} and {} ms)",
@@ -533,7 +539,7 @@ async fn retry_every_export(recorded: &Value, endpoint: &str, token: &str, label
 }
 
 /// One SDK configuration end to end on a fresh proxy: the script's exports
-/// to `path_kind`'s endpoint, then reads; every export again (a retry);
+/// to the proxy's path or to `/v1/metrics`, then reads; every export again (a retry);
 /// reads; the aggregation; reads; every export once more; reads.
 async fn sdk_case(sdk: Sdk, token_endpoint: bool) {
     let run = uuid::Uuid::new_v4().simple().to_string();
