@@ -1,7 +1,8 @@
 //! The local stack's front door, where API Gateway would be: it answers a
 //! path or method outside the API's routes itself — `404` with the
 //! contract's error body, at once — and hands everything else to
-//! `cargo lambda watch` unchanged. The watcher alone never answers an
+//! `cargo lambda watch` unchanged (but for the case of a compressed text
+//! body's media type: [`binary_content_type`]). The watcher alone never answers an
 //! unknown route (the request waits for a function that does not exist, for
 //! minutes), where API Gateway answers 404 at once.
 //!
