@@ -642,3 +642,77 @@ mod faults {
         assert!(fault.stats().injected_total() >= 2);
     }
 }
+
+/// The store's exactly-once loop itself: two plans against the same state
+/// read at once; the second writer loses the version condition, reads the
+/// first one's state, plans again and finds its point a duplicate.
+#[tokio::test]
+async fn a_lost_race_is_planned_again_against_the_winners_state() {
+    use proxy_metrics::otlp::map::{self, GroupState, Limits};
+    use proxy_metrics::storage::otlp::{MAX_OTLP_STATE_BYTES, Planned};
+    use proxy_metrics::storage::{Destination, IDEMPOTENCY_RETENTION};
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    let (h, t) = setup().await;
+    let other = Harness::start_with_endpoint(&h.endpoint).await;
+    let request = export(
+        "edge",
+        vec![duration_histogram(
+            TEMPORALITY_DELTA,
+            vec![explicit_point(
+                &latencies(40, 1),
+                http_attrs("/race", 200),
+                at(0),
+                at(9),
+            )],
+        )],
+    );
+    let extracted = map::extract(&request);
+    let group = &extracted.groups[0];
+    let plans = AtomicU32::new(0);
+    let to = Destination {
+        proxy_id: "edge",
+        retention_days: 30,
+        marked_at_ms: None,
+        dimension_pages: 1,
+    };
+    let write = |store: &proxy_metrics::storage::Store| {
+        let plans = &plans;
+        let store = store.clone();
+        async move {
+            store
+                .record_otlp_group(to, 200, group.key, now(), |stored| {
+                    plans.fetch_add(1, Ordering::SeqCst);
+                    let mut state = stored
+                        .map(|b| GroupState::decode(b).unwrap())
+                        .unwrap_or_default();
+                    let limits = Limits {
+                        max_state_bytes: MAX_OTLP_STATE_BYTES,
+                        retention: IDEMPOTENCY_RETENTION,
+                    };
+                    let applied = map::apply(&mut state, group, now(), limits);
+                    Planned {
+                        state: applied.changed.then(|| state.encode()),
+                        report: (applied.accepted, applied.duplicates),
+                        events: applied.events,
+                    }
+                })
+                .await
+                .unwrap()
+        }
+    };
+    let (a, b) = tokio::join!(write(&h.app.store), write(&other.app.store));
+    let mut reports = [a.report, b.report];
+    reports.sort();
+    assert_eq!(
+        reports,
+        [(0, 1), (1, 0)],
+        "one wrote, the other found a duplicate"
+    );
+    assert!(
+        plans.load(Ordering::SeqCst) >= 3 || a.attempts + b.attempts >= 3,
+        "the race was not run: {} plans",
+        plans.load(Ordering::SeqCst)
+    );
+    assert_eq!(daily(&h, &t).await["requestCount"], 40);
+}
