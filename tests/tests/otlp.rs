@@ -510,3 +510,209 @@ async fn active_requests_and_body_sizes_reach_the_daily_object() {
     assert_eq!(m["dataReceivedBytes"], 50);
     assert_eq!(m["peakConcurrentConnections"], 9, "{m}");
 }
+
+#[tokio::test]
+async fn a_proxy_past_its_limit_is_told_when_to_retry() {
+    let h = Harness::start_with(&[
+        ("RECORD_RATE_PER_PROXY", "0.01"),
+        ("RECORD_BURST_PER_PROXY", "1"),
+    ])
+    .await;
+    let t = user_token("alice");
+    h.register(&t, "edge").await;
+    let request = export(
+        "edge",
+        vec![duration_histogram(
+            TEMPORALITY_DELTA,
+            vec![explicit_point(&[0.1], http_attrs("/", 200), at(0), at(1))],
+        )],
+    );
+    assert_eq!(export_proto(&h, &t, "edge", &request).await.status, 200);
+    let answer = export_proto(&h, &t, "edge", &request).await;
+    assert_eq!(answer.status, 429);
+    assert_eq!(answer.status_message().code, 8);
+    assert!(answer.headers["retry-after"].parse::<u64>().unwrap() >= 1);
+}
+
+mod faults {
+    use super::*;
+    use aws_sdk_dynamodb::config::retry::RetryConfig;
+    use common::fault_proxy::{Fault, FaultConfig, FaultProxy};
+
+    /// An app whose store goes through a fault proxy (the deployed
+    /// functions' SDK retry setting), and the proxy.
+    async fn faulty(h: &Harness) -> (proxy_metrics::App, FaultProxy) {
+        let fault = FaultProxy::start(&h.endpoint, 7).await;
+        let client = aws_sdk_dynamodb::Client::from_conf(
+            sdk_client(&fault.endpoint)
+                .config()
+                .to_builder()
+                .retry_config(RetryConfig::standard().with_max_attempts(2))
+                .build(),
+        );
+        let app = proxy_metrics::App::with_clock(
+            &config(&fault.endpoint, &[]),
+            client,
+            h.app.clock.clone(),
+        );
+        (app, fault)
+    }
+
+    fn one(n: usize, time: i64) -> ExportMetricsServiceRequest {
+        export(
+            "edge",
+            vec![duration_histogram(
+                TEMPORALITY_CUMULATIVE,
+                vec![explicit_point(
+                    &latencies(n, 3),
+                    http_attrs("/f", 200),
+                    at(0),
+                    at(time),
+                )],
+            )],
+        )
+    }
+
+    fn proto(t: &str, request: &ExportMetricsServiceRequest) -> Req {
+        path_req(t, "edge").binary(&request.encode_to_vec(), "application/x-protobuf")
+    }
+
+    #[tokio::test]
+    async fn storage_trouble_is_503_with_retry_after_never_500() {
+        let (h, t) = setup().await;
+        let (app, fault) = faulty(&h).await;
+        // throttled on every write: 503, retry later
+        fault.set(FaultConfig::always(Fault::Throttling).only(&["TransactWriteItems"]));
+        let answer = send_to(&app, proto(&t, &one(10, 2)), false).await;
+        assert_eq!(answer.status, 503);
+        assert_eq!(answer.status_message().code, 14);
+        assert!(answer.headers.contains_key("retry-after"));
+        // a cancellation we cannot explain (a 500 for record): still 503 here
+        fault.set(
+            FaultConfig::always(Fault::Cancelled("ValidationError")).only(&["TransactWriteItems"]),
+        );
+        let answer = send_to(
+            &app,
+            path_req(&t, "edge").json(
+                serde_json::to_value(json!({
+                    "resourceMetrics": [{"scopeMetrics": [{"metrics": [{
+                        "name": "http.server.request.duration", "unit": "s",
+                        "histogram": {"aggregationTemporality": 1, "dataPoints": [{
+                            "timeUnixNano": nanos(at(3)).to_string(), "count": "1",
+                            "bucketCounts": ["1"], "explicitBounds": []}]}}]}]}]
+                }))
+                .unwrap(),
+            ),
+            false,
+        )
+        .await;
+        assert_error(answer.status, &answer.json(), 503, "SERVICE_UNAVAILABLE");
+        assert!(answer.headers.contains_key("retry-after"));
+        // nothing was counted; the exporter's retry is
+        fault.off();
+        assert_eq!(
+            send_to(&app, proto(&t, &one(10, 2)), false).await.status,
+            200
+        );
+        assert_eq!(daily(&h, &t).await["requestCount"], 10);
+    }
+
+    #[tokio::test]
+    async fn a_write_whose_answer_was_lost_counts_once() {
+        let (h, t) = setup().await;
+        let (app, fault) = faulty(&h).await;
+        assert_eq!(
+            send_to(&app, proto(&t, &one(10, 2)), false).await.status,
+            200
+        );
+        // the transaction commits, its answer never arrives (twice)
+        fault.set(
+            FaultConfig::scripted(&[Fault::DropAfterForward, Fault::DropAfterForward])
+                .only(&["TransactWriteItems"]),
+        );
+        let answer = send_to(&app, proto(&t, &one(30, 5)), false).await;
+        assert_eq!(answer.status, 200);
+        // and the exporter retries anyway
+        fault.off();
+        assert_eq!(
+            send_to(&app, proto(&t, &one(30, 5)), false).await.status,
+            200
+        );
+        assert_eq!(daily(&h, &t).await["requestCount"], 30);
+        assert!(fault.stats().injected_total() >= 2);
+    }
+}
+
+/// The store's exactly-once loop itself: two plans against the same state
+/// read at once; the second writer loses the version condition, reads the
+/// first one's state, plans again and finds its point a duplicate.
+#[tokio::test]
+async fn a_lost_race_is_planned_again_against_the_winners_state() {
+    use proxy_metrics::otlp::map::{self, GroupState, Limits};
+    use proxy_metrics::storage::otlp::{MAX_OTLP_STATE_BYTES, Planned};
+    use proxy_metrics::storage::{Destination, IDEMPOTENCY_RETENTION};
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    let (h, t) = setup().await;
+    let other = Harness::start_with_endpoint(&h.endpoint).await;
+    let request = export(
+        "edge",
+        vec![duration_histogram(
+            TEMPORALITY_DELTA,
+            vec![explicit_point(
+                &latencies(40, 1),
+                http_attrs("/race", 200),
+                at(0),
+                at(9),
+            )],
+        )],
+    );
+    let extracted = map::extract(&request);
+    let group = &extracted.groups[0];
+    let plans = AtomicU32::new(0);
+    let to = Destination {
+        proxy_id: "edge",
+        retention_days: 30,
+        marked_at_ms: None,
+        dimension_pages: 1,
+    };
+    let write = |store: &proxy_metrics::storage::Store| {
+        let plans = &plans;
+        let store = store.clone();
+        async move {
+            store
+                .record_otlp_group(to, 200, group.key, now(), |stored| {
+                    plans.fetch_add(1, Ordering::SeqCst);
+                    let mut state = stored
+                        .map(|b| GroupState::decode(b).unwrap())
+                        .unwrap_or_default();
+                    let limits = Limits {
+                        max_state_bytes: MAX_OTLP_STATE_BYTES,
+                        retention: IDEMPOTENCY_RETENTION,
+                    };
+                    let applied = map::apply(&mut state, group, now(), limits);
+                    Planned {
+                        state: applied.changed.then(|| state.encode()),
+                        report: (applied.accepted, applied.duplicates),
+                        events: applied.events,
+                    }
+                })
+                .await
+                .unwrap()
+        }
+    };
+    let (a, b) = tokio::join!(write(&h.app.store), write(&other.app.store));
+    let mut reports = [a.report, b.report];
+    reports.sort();
+    assert_eq!(
+        reports,
+        [(0, 1), (1, 0)],
+        "one wrote, the other found a duplicate"
+    );
+    assert!(
+        plans.load(Ordering::SeqCst) >= 3 || a.attempts + b.attempts >= 3,
+        "the race was not run: {} plans",
+        plans.load(Ordering::SeqCst)
+    );
+    assert_eq!(daily(&h, &t).await["requestCount"], 40);
+}

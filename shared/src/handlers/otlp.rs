@@ -120,6 +120,7 @@ async fn handle(
     let points = extracted.points();
     let mut report = extracted.report;
     let (mut accepted, mut duplicates, mut events, mut write_units) = (0u64, 0u64, 0usize, 0.0);
+    let mut attempts = 0u32;
     for group in &extracted.groups {
         let written = app
             .store
@@ -147,6 +148,7 @@ async fn handle(
         events += e;
         report.merge(r);
         write_units += written.write_units;
+        attempts += written.attempts;
     }
     tracing::info!(
         proxy_id = %proxy.proxy_id,
@@ -157,6 +159,7 @@ async fn handle(
         ignored = report.ignored.len(),
         events,
         write_units,
+        attempts,
         "OTLP export recorded"
     );
     let timestamp = now.to_rfc3339_opts(SecondsFormat::Millis, true);

@@ -306,8 +306,7 @@ const REASON_BUCKETS: &str = "whose bucket counts do not match their bounds or t
 const REASON_SCALE: &str = "with an exponential scale outside [-10, 20]";
 const REASON_UNIT: &str = "of http.server.request.duration in a unit other than s, ms, us or ns";
 const REASON_VALUE: &str = "with a missing, negative or non-finite value";
-pub const REASON_STATE_FULL: &str =
-    "of new series past this resource's series limit (send fewer attribute combinations)";
+pub const REASON_STATE_FULL: &str = "past this resource's series-state limit (350 KB: send fewer attribute combinations or buckets)";
 
 fn explicit(p: &HistogramDataPoint) -> Result<Data, &'static str> {
     let finite = |v: Option<f64>| v.filter(|f| f.is_finite());
@@ -665,15 +664,19 @@ pub fn apply(state: &mut GroupState, group: &Group, now: DateTime<Utc>, limits: 
             last_ns: point.time_ns,
             last,
         };
-        if previous.is_none() {
-            let grows = postcard::experimental::serialized_size(&(point.series, &next))
-                .unwrap_or(usize::MAX);
-            if size.saturating_add(grows) > limits.max_state_bytes {
-                out.report.reject(1, REASON_STATE_FULL);
-                continue;
-            }
-            size += grows;
+        // The state may not outgrow its bound: not by a new series, nor by
+        // a known one whose buckets multiplied (that point is refused, the
+        // series keeps its last state).
+        let entry = |s: &SeriesState| {
+            postcard::experimental::serialized_size(&(point.series, s)).unwrap_or(usize::MAX)
+        };
+        let was = previous.map_or(0, entry);
+        let will = size.saturating_sub(was).saturating_add(entry(&next));
+        if will > limits.max_state_bytes {
+            out.report.reject(1, REASON_STATE_FULL);
+            continue;
         }
+        size = will;
         state.series.insert(point.series, next);
         out.changed = true;
         out.accepted += 1;
@@ -914,7 +917,18 @@ fn event_of(point: &Point, delta: Data, time_ms: i64) -> Option<Event> {
                 } => (
                     count,
                     sum,
-                    explicit_sketch(&bounds, &counts, min, max, point.to_ms),
+                    match sum {
+                        // No buckets at all: the mean stands for each request.
+                        Some(sum) if bounds.is_empty() && count > 0 => {
+                            let mut sketch = LatencySketch::new();
+                            let mean = (sum / count as f64)
+                                .max(min.unwrap_or(0.0))
+                                .min(max.unwrap_or(f64::MAX));
+                            sketch.add_many(mean.max(0.0) * point.to_ms, count);
+                            sketch
+                        }
+                        _ => explicit_sketch(&bounds, &counts, min, max, point.to_ms),
+                    },
                     min,
                     max,
                 ),

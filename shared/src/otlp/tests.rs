@@ -376,10 +376,10 @@ fn exponential_cumulative_deltas_survive_a_lower_scale() {
         })),
         ..Default::default()
     };
-    let mut p1 = exponential_point(&first, 4, t1);
+    let p1 = exponential_point(&first, 4, t1);
     let mut p2 = exponential_point(&both, 3, t2);
+    // the same run (same start); the SDK lowered its scale meanwhile
     p2.start_time_unix_nano = p1.start_time_unix_nano;
-    p1.start_time_unix_nano = p2.start_time_unix_nano;
     let mut state = GroupState::default();
     assert_eq!(requests(&run(&mut state, &export(vec![metric(p1)]))), 300);
     let b = run(&mut state, &export(vec![metric(p2)]));
@@ -567,4 +567,29 @@ fn gzip_is_bounded_while_decompressing() {
         Format::of(Some("application/x-protobuf; charset=x")).unwrap(),
         Format::Protobuf
     );
+}
+
+#[test]
+fn a_known_series_may_not_grow_the_state_past_its_bound() {
+    let start = ns(now() - Duration::minutes(5));
+    let t1 = ns(now() - Duration::seconds(20));
+    let t2 = ns(now() - Duration::seconds(10));
+    let mut first = explicit_point(&[0.1; 3], start, t1, attrs("/a", 200));
+    first.bucket_counts.clear();
+    first.explicit_bounds.clear();
+    let second = explicit_point(&latencies(300, 1), start, t2, attrs("/a", 200));
+    let mut state = GroupState::default();
+    let group = |p: HistogramDataPoint| {
+        map::extract(&export(vec![histogram(TEMPORALITY_CUMULATIVE, vec![p])])).groups[0].clone()
+    };
+    let a = map::apply(&mut state, &group(first), now(), limits());
+    assert_eq!(a.accepted, 1);
+    let tight = Limits {
+        max_state_bytes: state.encoded_len() + 4,
+        retention: Duration::days(8),
+    };
+    let before = state.clone();
+    let b = map::apply(&mut state, &group(second), now(), tight);
+    assert_eq!((b.accepted, b.report.rejected), (0, 1));
+    assert_eq!(state, before, "the series keeps its last state");
 }

@@ -201,11 +201,16 @@ impl Answer {
 
 /// Sends to the path endpoint (`token_route`: the `/v1/metrics` one).
 pub async fn send(h: &Harness, req: Req, token_route: bool) -> Answer {
+    send_to(&h.app, req, token_route).await
+}
+
+/// [`send`] to any app (e.g. one whose client goes through a fault proxy).
+pub async fn send_to(app: &proxy_metrics::App, req: Req, token_route: bool) -> Answer {
     let request = req.build();
     let response = if token_route {
-        proxy_metrics::handlers::export_otlp_token_metrics(&h.app, request).await
+        proxy_metrics::handlers::export_otlp_token_metrics(app, request).await
     } else {
-        proxy_metrics::handlers::export_otlp_metrics(&h.app, request).await
+        proxy_metrics::handlers::export_otlp_metrics(app, request).await
     };
     let status = response.status().as_u16();
     let headers = response
