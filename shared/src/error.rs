@@ -32,6 +32,9 @@ pub enum ApiError {
     PayloadTooLarge(String),
     #[error("{0}")]
     RangeTooLarge(String),
+    /// A body in a format (or encoding) the endpoint does not read (OTLP).
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     /// A proxy recording faster than its limit: retry after this many seconds.
     #[error("This proxy is recording faster than its limit; retry after {retry_after} s.")]
     RateLimited { retry_after: u64 },
@@ -60,6 +63,7 @@ impl ApiError {
             Self::NotFound(_) => 404,
             Self::Conflict(_) | Self::SequenceGap { .. } | Self::SequenceConflict { .. } => 409,
             Self::PayloadTooLarge(_) => 413,
+            Self::UnsupportedMediaType(_) => 415,
             Self::RangeTooLarge(_) => 422,
             Self::RateLimited { .. } | Self::CallerRateLimited { .. } => 429,
             Self::ServiceUnavailable(_) => 503,
@@ -89,6 +93,7 @@ impl ApiError {
             Self::SequenceGap { .. } => ("SEQUENCE_GAP", "PROXY_METRICS_409"),
             Self::SequenceConflict { .. } => ("SEQUENCE_CONFLICT", "PROXY_METRICS_409"),
             Self::PayloadTooLarge(_) => ("PAYLOAD_TOO_LARGE", "PROXY_METRICS_413"),
+            Self::UnsupportedMediaType(_) => ("UNSUPPORTED_MEDIA_TYPE", "PROXY_METRICS_415"),
             Self::RangeTooLarge(_) => ("RANGE_TOO_LARGE", "PROXY_METRICS_422"),
             Self::RateLimited { .. } | Self::CallerRateLimited { .. } => {
                 ("RATE_LIMITED", "PROXY_METRICS_429")

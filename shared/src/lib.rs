@@ -24,6 +24,8 @@ pub mod export;
 pub mod handlers;
 #[cfg(feature = "http")]
 pub mod http;
+#[cfg(feature = "otlp")]
+pub mod otlp;
 
 #[cfg(feature = "http")]
 pub use app::App;

@@ -211,3 +211,64 @@ async fn an_idle_run_reads_nothing_and_a_run_reads_what_is_new() {
     let (e2, r2, _) = per_run[2];
     assert!(r2 / e2 as f64 <= 1.5 * r0 / e0 as f64, "{per_run:?}");
 }
+
+/// OTLP ingestion of a "typical proxy": one `http.server.request.duration`
+/// histogram of 10 routes × 5 status classes (50 series, 15 buckets each),
+/// exported every 10 s. Each export reads its resource's series state
+/// (one item) and writes it in one transaction with the export's chunk.
+#[tokio::test]
+async fn an_otlp_export_of_a_typical_proxy_costs_its_state_and_its_chunk() {
+    use common::otlp::{export_proto, typical_export};
+    use proxy_metrics::otlp::proto::{TEMPORALITY_CUMULATIVE, TEMPORALITY_DELTA};
+    for (name, temporality) in [
+        ("cumulative", TEMPORALITY_CUMULATIVE),
+        ("delta", TEMPORALITY_DELTA),
+    ] {
+        let h = Harness::start().await;
+        let t = user_token("alice");
+        h.register(&t, "edge").await;
+        warm_dirty_mark(&h, &t).await;
+        let start = common::otlp::at(0);
+        let mut steady = Vec::new();
+        let mut first = None;
+        for round in 0..6u64 {
+            let time = start + chrono::Duration::seconds(10 * (round as i64 + 1));
+            let request = typical_export(temporality, start, time, round);
+            let before = h.app.store.usage();
+            let answer = export_proto(&h, &t, "edge", &request).await;
+            assert_eq!(answer.status, 200);
+            assert_eq!(answer.response().partial_success, None);
+            let used = h.app.store.usage() - before;
+            if round == 0 {
+                first = Some(used);
+            } else {
+                steady.push(used);
+            }
+        }
+        let first = first.unwrap();
+        let wru = steady.iter().map(|u| u.write_units).sum::<f64>() / steady.len() as f64;
+        let rru = steady.iter().map(|u| u.read_units).sum::<f64>() / steady.len() as f64;
+        let state = h
+            .app
+            .store
+            .otlp_state("edge", {
+                let extracted = proxy_metrics::otlp::map::extract(&typical_export(
+                    temporality,
+                    start,
+                    start,
+                    0,
+                ));
+                extracted.groups[0].key
+            })
+            .await
+            .unwrap()
+            .map_or(0, |s| s.len());
+        println!(
+            "otlp {name} | 50 points/export | first {} WRU {} RRU | then {wru:.1} WRU {rru:.1} RRU per export | state {state} B",
+            first.write_units, first.read_units
+        );
+        // a day at one export every 10 s
+        println!("otlp {name} | {:.0} WRU a day", wru * 8640.0);
+        assert!(wru <= 30.0, "{name}: {wru} WRU per export");
+    }
+}

@@ -257,6 +257,7 @@ fn each_function_enables_only_the_features_it_needs() {
             "get-dashboard" => BTreeSet::from(["dashboard"]),
             "evaluate-alerts" => BTreeSet::from(["alerts"]),
             "test-alert" => BTreeSet::from(["http", "alerts"]),
+            "export-otlp-metrics" | "export-otlp-token-metrics" => BTreeSet::from(["otlp"]),
             _ => BTreeSet::from(["http"]),
         }
     };

@@ -112,6 +112,17 @@ async fn main() {
                 Some(json!({"events": batch}).to_string()),
             ),
         ),
+        (
+            "export-otlp-metrics",
+            event(
+                "POST",
+                "/proxy/metrics/{proxyId}/v1/metrics",
+                "/proxy/metrics/edge/v1/metrics",
+                json!({"proxyId": "edge"}),
+                auth.clone(),
+                Some(otlp_export().to_string()),
+            ),
+        ),
     ] {
         std::fs::write(out.join(format!("{name}.json")), event.to_string()).unwrap();
     }
@@ -192,4 +203,28 @@ async fn main() {
     })
     .await;
     server.abort();
+}
+
+/// An OTLP/JSON export of one delta duration histogram over 10 routes: after
+/// the first run, every run is answered as duplicates (one state read).
+fn otlp_export() -> Value {
+    let time = now().timestamp_nanos_opt().unwrap_or_default() - 1_000_000_000;
+    let points: Vec<Value> = (0..10)
+        .map(|r| {
+            json!({
+            "attributes": [
+                {"key": "http.route", "value": {"stringValue": format!("/api/{r}")}},
+                {"key": "http.response.status_code", "value": {"intValue": "200"}}],
+            "startTimeUnixNano": (time - 10_000_000_000).to_string(),
+            "timeUnixNano": time.to_string(),
+            "count": "6", "sum": 0.6,
+            "bucketCounts": ["1", "2", "3", "0"],
+            "explicitBounds": [0.05, 0.1, 0.25]})
+        })
+        .collect();
+    json!({"resourceMetrics": [{
+        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "edge"}}]},
+        "scopeMetrics": [{"scope": {"name": "coldstart"}, "metrics": [{
+            "name": "http.server.request.duration", "unit": "s",
+            "histogram": {"aggregationTemporality": 1, "dataPoints": points}}]}]}]})
 }

@@ -1,7 +1,8 @@
 //! The local stack's front door, where API Gateway would be: it answers a
 //! path or method outside the API's routes itself — `404` with the
 //! contract's error body, at once — and hands everything else to
-//! `cargo lambda watch` unchanged. The watcher alone never answers an
+//! `cargo lambda watch` unchanged (but for the case of a compressed text
+//! body's media type: [`binary_content_type`]). The watcher alone never answers an
 //! unknown route (the request waits for a function that does not exist, for
 //! minutes), where API Gateway answers 404 at once.
 //!
@@ -143,6 +144,9 @@ async fn forward(State(front): State<Arc<Front>>, mut request: Request) -> Respo
             }),
         );
     }
+    if let Some(binary) = binary_content_type(request.headers()) {
+        request.headers_mut().insert(header::CONTENT_TYPE, binary);
+    }
     let target = request
         .uri()
         .path_and_query()
@@ -163,6 +167,28 @@ async fn forward(State(front): State<Arc<Front>>, mut request: Request) -> Respo
             }),
         ),
     }
+}
+
+/// A compressed body (`Content-Encoding`, e.g. a gzip OTLP/JSON export) is
+/// bytes, not text. The watcher decides how to pass a body by `Content-Type`
+/// alone: `text/*` and `application/json…` are read as UTF-8, and a gzip
+/// body is then the watcher's own 500 before any function runs (a valid
+/// export lost). For such a request the same media type is handed on with
+/// its first letter in capitals: media types are case-insensitive (RFC 9110,
+/// 8.3.1), so the function reads the same type, while the watcher's
+/// case-sensitive test sees a binary one and passes the body base64-encoded
+/// (`isBase64Encoded`), which `lambda_http` decodes to the same bytes.
+/// `None`: nothing to change.
+fn binary_content_type(headers: &header::HeaderMap) -> Option<HeaderValue> {
+    headers.get(header::CONTENT_ENCODING)?;
+    let content_type = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
+    let textual = content_type.starts_with("text/") || content_type.starts_with("application/json");
+    if !textual {
+        return None;
+    }
+    let mut chars = content_type.chars();
+    let first = chars.next()?.to_ascii_uppercase();
+    HeaderValue::from_str(&format!("{first}{}", chars.as_str())).ok()
 }
 
 /// What API Gateway answers for a route it does not have, in the
@@ -219,6 +245,38 @@ mod tests {
             ("GET", "/"),
         ] {
             assert!(!routes.allows(method, path), "{method} {path}");
+        }
+    }
+
+    #[test]
+    fn a_compressed_text_body_is_handed_on_as_binary() {
+        let headers = |pairs: &[(&'static str, &'static str)]| {
+            let mut map = header::HeaderMap::new();
+            for (k, v) in pairs {
+                map.insert(*k, HeaderValue::from_static(v));
+            }
+            map
+        };
+        let gzip_json = headers(&[
+            ("content-type", "application/json; charset=utf-8"),
+            ("content-encoding", "gzip"),
+        ]);
+        assert_eq!(
+            binary_content_type(&gzip_json).unwrap(),
+            "Application/json; charset=utf-8"
+        );
+        let gzip_text = headers(&[("content-type", "text/plain"), ("content-encoding", "gzip")]);
+        assert_eq!(binary_content_type(&gzip_text).unwrap(), "Text/plain");
+        // already binary to the watcher, or not compressed: unchanged
+        for unchanged in [
+            headers(&[
+                ("content-type", "application/x-protobuf"),
+                ("content-encoding", "gzip"),
+            ]),
+            headers(&[("content-type", "application/json")]),
+            headers(&[("content-encoding", "gzip")]),
+        ] {
+            assert_eq!(binary_content_type(&unchanged), None, "{unchanged:?}");
         }
     }
 

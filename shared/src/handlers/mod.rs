@@ -7,6 +7,8 @@ mod breakdown;
 mod dashboard;
 #[cfg(feature = "prometheus")]
 mod metrics;
+#[cfg(feature = "otlp")]
+mod otlp;
 mod proxies;
 mod read;
 mod record;
@@ -18,6 +20,8 @@ pub use breakdown::{BreakdownResponse, BreakdownValue, OtherSummary, get_breakdo
 pub use dashboard::{CONTENT_SECURITY_POLICY, DASHBOARD_ASSETS, DashboardAsset, get_dashboard};
 #[cfg(feature = "prometheus")]
 pub use metrics::get_prometheus_metrics;
+#[cfg(feature = "otlp")]
+pub use otlp::{export_otlp_metrics, export_otlp_token_metrics};
 pub use proxies::{list_proxies, register_proxy};
 pub use read::{get_aggregation, get_daily_metrics, get_daily_range, get_summary};
 pub use record::record_metrics;

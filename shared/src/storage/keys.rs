@@ -76,6 +76,12 @@ pub fn event_id(proxy_id: &str, event_id: &str) -> Key {
     key(format!("EVENTID#{proxy_id}#{event_id}"), "EVENTID".into())
 }
 
+/// The OTLP series state of one (proxy, resource + scope): every series'
+/// start and last accepted point, one item (see `storage::otlp`).
+pub fn otlp_state(proxy_id: &str, group: u64) -> Key {
+    key(format!("OTLP#{proxy_id}#{group:016x}"), "OTLP".into())
+}
+
 /// A proxy's pending chunks: one partition per proxy, so a tenant recording
 /// at its limit heats only its own partition.
 pub fn pending_partition(proxy_id: &str) -> String {

@@ -8,6 +8,7 @@
 //! | owner's index entry | `OWNER#{userId}` | `PROXY#{proxyId}` | registration | `GET /proxies` is one Query; written in the same transaction as the proxy |
 //! | producer | `PRODUCER#{proxyId}#{producerId}` | `PRODUCER` | each sequenced batch | the producer's last sequence; the batch's transaction is conditioned on it |
 //! | event id | `EVENTID#{proxyId}#{eventId}` | `EVENTID` | each unsequenced event | keyed by id alone, so a retry that changed its timestamp (even its day) still collides |
+//! | OTLP series state | `OTLP#{proxyId}#{resourceScopeHash:016x}` | `OTLP` | each OTLP export | every series' start and last accepted point of one resource + scope (postcard, ≤ 350 KB), versioned; written in the same transaction as the export's chunks ([`otlp`]) |
 //! | pending chunk | `PENDING#{shard}` | `{proxyId}#{receivedAtMs:013}#{id}` | each request | the request's events pre-folded per day (`DayPart`s); a proxy's chunks are one range of one partition, so a read finds them with one query and the aggregation finds every shard's with 16 |
 //! | day | `DAY#{proxyId}` | `{day}` | aggregation | the materialised day, and which chunks it holds; kept forever; a range is one Query |
 //! | bucket | `BUCKET#{proxyId}` | `{day}T{HH:MM}` | aggregation | one five-minute bucket (summary, last hour); kept for the owner's raw retention |
@@ -35,6 +36,7 @@ mod error;
 mod fold;
 pub mod keys;
 pub mod migrate;
+pub mod otlp;
 mod outbox;
 mod pending;
 mod proxies;

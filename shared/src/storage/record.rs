@@ -32,7 +32,7 @@ use crate::domain::event::Event;
 use crate::domain::rollup::fold_events;
 
 /// DynamoDB's limit on actions in one TransactWriteItems.
-const MAX_TRANSACT_ACTIONS: usize = 100;
+pub(super) const MAX_TRANSACT_ACTIONS: usize = 100;
 /// A chunk item's body stays under this (DynamoDB's item limit is 400 KB).
 pub(super) const MAX_CHUNK_BODY_BYTES: usize = 350 * 1024;
 /// What one transaction may carry in all (DynamoDB's limit is 4 MB).
@@ -360,7 +360,7 @@ impl Store {
     /// five-minute buckets when a day's part outgrows an item. Decided here,
     /// before anything is written: a part that cannot fit even alone is a
     /// [`StorageError::TooLarge`] (413), never a failed transaction.
-    fn chunk_puts<'e>(
+    pub(super) fn chunk_puts<'e>(
         &self,
         to: Destination<'_>,
         events: impl IntoIterator<Item = &'e Event>,

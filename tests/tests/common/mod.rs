@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod fault_proxy;
 pub mod fold;
+pub mod otlp;
 pub mod record;
 pub mod stack;
 
@@ -206,6 +207,8 @@ pub struct Req {
     query: Value,
     headers: Value,
     body: Option<String>,
+    /// The body is base64 (as API Gateway hands a binary body over).
+    base64: bool,
 }
 
 impl Req {
@@ -218,6 +221,7 @@ impl Req {
             query: json!({}),
             headers: json!({"host": "api.example.com"}),
             body: None,
+            base64: false,
         }
     }
 
@@ -250,6 +254,15 @@ impl Req {
         self.header("content-type", "application/json")
     }
 
+    /// A binary body (protobuf, gzip) of `content_type`, base64-encoded the
+    /// way API Gateway hands it to a Lambda.
+    pub fn binary(mut self, body: &[u8], content_type: &str) -> Self {
+        use base64::Engine;
+        self.body = Some(base64::engine::general_purpose::STANDARD.encode(body));
+        self.base64 = true;
+        self.header("content-type", content_type)
+    }
+
     pub fn build(self) -> Request {
         let query_string = self
             .query
@@ -278,7 +291,7 @@ impl Req {
                 "stage": "$default", "time": "15/Jan/2024:10:04:05 +0000", "timeEpoch": 1705313045000i64
             },
             "body": self.body,
-            "isBase64Encoded": false
+            "isBase64Encoded": self.base64
         });
         lambda_http::request::from_str(&event.to_string()).expect("API Gateway v2 event")
     }
