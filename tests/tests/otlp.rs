@@ -675,6 +675,7 @@ async fn a_lost_race_is_planned_again_against_the_winners_state() {
         retention_days: 30,
         marked_at_ms: None,
         dimension_pages: 1,
+        dims_since_ms: None,
     };
     let write = |store: &proxy_metrics::storage::Store| {
         let plans = &plans;

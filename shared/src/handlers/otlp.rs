@@ -112,6 +112,7 @@ async fn handle(
         retention_days: proxy.tier.raw_retention_days(),
         marked_at_ms: proxy.marked_at_ms,
         dimension_pages: dimension_pages(proxy.tier),
+        dims_since_ms: proxy.dims_since_ms,
     };
     let limits = Limits {
         max_state_bytes: MAX_OTLP_STATE_BYTES,
