@@ -167,20 +167,22 @@ impl Store {
         start: NaiveDate,
         end: NaiveDate,
     ) -> Result<KeyValues, StorageError> {
-        let paged = self.read_dimension(&proxy.proxy_id, proxy.fold_epoch, key, start, end);
+        // Boxed: both reads' futures are large, and a task's stack is 2 MB.
+        let paged =
+            Box::pin(self.read_dimension(&proxy.proxy_id, proxy.fold_epoch, key, start, end));
         if proxy
             .dims_since_ms
             .is_some_and(|since| start > pages_incomplete_until(since))
         {
             return paged.await;
         }
-        let total = async {
+        let total = Box::pin(async {
             let mut total = Stats::default();
             for rollup in self.read_days(proxy, start, end).await?.values() {
                 total.merge(&rollup.stats);
             }
             Ok::<_, StorageError>(total)
-        };
+        });
         let (mut values, total) = futures::try_join!(paged, total)?;
         values.add_unpaged(&total);
         Ok(values)
