@@ -143,6 +143,7 @@ async fn forward(State(front): State<Arc<Front>>, mut request: Request) -> Respo
             }),
         );
     }
+    respell_compressed_text(request.headers_mut());
     let target = request
         .uri()
         .path_and_query()
@@ -162,6 +163,33 @@ async fn forward(State(front): State<Arc<Front>>, mut request: Request) -> Respo
                 "code": "PROXY_METRICS_502",
             }),
         ),
+    }
+}
+
+/// A compressed body declared as text (an OTLP/JSON export with
+/// `Content-Encoding: gzip`) is bytes, not text: API Gateway hands it to the
+/// function base64-encoded, but the watcher (cargo-lambda 1.9.2) reads every
+/// body whose `Content-Type` starts with `text/` or `application/json` as
+/// UTF-8 and fails with its own 500 before any function runs. Media types
+/// are case-insensitive (RFC 9110), so the type is re-spelt in upper case:
+/// the same type for the function, binary for the watcher's case-sensitive
+/// test, which then base64-encodes the body as API Gateway does.
+fn respell_compressed_text(headers: &mut axum::http::HeaderMap) {
+    let compressed = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|e| !e.trim().is_empty() && !e.trim().eq_ignore_ascii_case("identity"));
+    let Some(content_type) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return;
+    };
+    if compressed
+        && (content_type.starts_with("text/") || content_type.starts_with("application/json"))
+        && let Ok(upper) = HeaderValue::from_str(&content_type.to_ascii_uppercase())
+    {
+        headers.insert(header::CONTENT_TYPE, upper);
     }
 }
 
@@ -192,6 +220,32 @@ fn json_response(status: StatusCode, body: serde_json::Value) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_compressed_json_body_is_marked_binary_for_the_watcher() {
+        let headers = |ct: &str, ce: Option<&str>| {
+            let mut h = axum::http::HeaderMap::new();
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_str(ct).unwrap());
+            if let Some(ce) = ce {
+                h.insert(header::CONTENT_ENCODING, HeaderValue::from_str(ce).unwrap());
+            }
+            respell_compressed_text(&mut h);
+            h[header::CONTENT_TYPE].to_str().unwrap().to_string()
+        };
+        assert_eq!(
+            headers("application/json", Some("gzip")),
+            "APPLICATION/JSON"
+        );
+        assert_eq!(headers("application/json", None), "application/json");
+        assert_eq!(
+            headers("application/json", Some("identity")),
+            "application/json"
+        );
+        assert_eq!(
+            headers("application/x-protobuf", Some("gzip")),
+            "application/x-protobuf"
+        );
+    }
 
     #[test]
     fn the_workspace_routes_are_read_and_matched_like_the_watcher() {
