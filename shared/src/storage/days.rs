@@ -227,9 +227,11 @@ impl Store {
             let mut budget = PendingBudget::default();
             // The whole range at once when its items fit the budget, with
             // its pending chunks in the same round trip when they are few.
+            // Boxed: the SDK's futures are large, and two side by side in
+            // a debug build overflowed a 2 MB stack.
             let (whole, early) = futures::join!(
-                self.stored_days_within(proxy_id, start, end, READ_ITEMS_BUDGET_BYTES),
-                self.pending_within(proxy_id, start, end, EARLY_PENDING_BYTES),
+                Box::pin(self.stored_days_within(proxy_id, start, end, READ_ITEMS_BUDGET_BYTES)),
+                Box::pin(self.pending_within(proxy_id, start, end, EARLY_PENDING_BYTES)),
             );
             let mut whole = whole?;
             let mut early = early?;

@@ -247,8 +247,8 @@ impl Store {
                 },
             );
             let (pages, early) = futures::join!(
-                pages,
-                self.pending_within(proxy_id, start, end, EARLY_PENDING_BYTES)
+                Box::pin(pages),
+                Box::pin(self.pending_within(proxy_id, start, end, EARLY_PENDING_BYTES))
             );
             pages?;
             let early = early?;

@@ -130,9 +130,9 @@ impl Store {
                 }
             };
             let (stored_today, stored_buckets, early) = futures::join!(
-                today_item,
-                self.stored_buckets(proxy_id, first, last),
-                self.pending_within(proxy_id, span_start, span_end, EARLY_PENDING_BYTES),
+                Box::pin(today_item),
+                Box::pin(self.stored_buckets(proxy_id, first, last)),
+                Box::pin(self.pending_within(proxy_id, span_start, span_end, EARLY_PENDING_BYTES)),
             );
             let (stored_today, stored_buckets, early) = (stored_today?, stored_buckets?, early?);
             let mut recent = Recent::default();

@@ -182,16 +182,18 @@ pub fn request(route: Route, token: &str, proxy_id: &str) -> Request {
 }
 
 pub async fn handle(app: &App, route: Route, request: Request) -> Response<Body> {
+    // Each handler's future boxed: this one would otherwise be as large as
+    // the largest of them, in every test future that calls it.
     match route {
-        Route::Register => handlers::register_proxy(app, request).await,
-        Route::List => handlers::list_proxies(app, request).await,
-        Route::Record => handlers::record_metrics(app, request).await,
-        Route::Daily => handlers::get_daily_metrics(app, request).await,
-        Route::Range => handlers::get_daily_range(app, request).await,
-        Route::Aggregation => handlers::get_aggregation(app, request).await,
-        Route::Summary => handlers::get_summary(app, request).await,
-        Route::Series => handlers::get_series(app, request).await,
-        Route::Breakdown => handlers::get_breakdown(app, request).await,
+        Route::Register => Box::pin(handlers::register_proxy(app, request)).await,
+        Route::List => Box::pin(handlers::list_proxies(app, request)).await,
+        Route::Record => Box::pin(handlers::record_metrics(app, request)).await,
+        Route::Daily => Box::pin(handlers::get_daily_metrics(app, request)).await,
+        Route::Range => Box::pin(handlers::get_daily_range(app, request)).await,
+        Route::Aggregation => Box::pin(handlers::get_aggregation(app, request)).await,
+        Route::Summary => Box::pin(handlers::get_summary(app, request)).await,
+        Route::Series => Box::pin(handlers::get_series(app, request)).await,
+        Route::Breakdown => Box::pin(handlers::get_breakdown(app, request)).await,
     }
 }
 
