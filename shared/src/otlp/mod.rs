@@ -12,15 +12,21 @@
 //! - [`json`]: OTLP/JSON by the OTLP specification's rules.
 //! - [`body`]: content type, `Content-Encoding: gzip` and the size limits
 //!   (checked while decompressing).
-//! - [`map`]: the mapping to events and the per-series state (pure).
+//! - [`map`]: the mapping to events and the per-series state (pure; with
+//!   `attributes`, `state` and `events`).
 //!
 //! The handler is `handlers::export_otlp_metrics`; the state items are
 //! written by `storage::otlp`.
 
+mod attributes;
 pub mod body;
+mod events;
 pub mod json;
 pub mod map;
 pub mod proto;
+mod state;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_wire;

@@ -3,33 +3,29 @@
 //! deltas, resets, the state's bound).
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use prost::Message;
 use rand::{Rng, SeedableRng, rngs::StdRng};
-use serde_json::json;
 
-use super::body::{self, Format};
 use super::map::{self, GroupState, Limits, REASON_STATE_FULL};
 use super::proto::*;
-use crate::error::ApiError;
 
-fn now() -> DateTime<Utc> {
+pub(super) fn now() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 3, 10, 12, 0, 0)
         .single()
         .unwrap_or_default()
 }
 
-fn ns(at: DateTime<Utc>) -> u64 {
+pub(super) fn ns(at: DateTime<Utc>) -> u64 {
     at.timestamp_nanos_opt().unwrap_or_default() as u64
 }
 
-fn kv(key: &str, value: any_value::Value) -> KeyValue {
+pub(super) fn kv(key: &str, value: any_value::Value) -> KeyValue {
     KeyValue {
         key: key.into(),
         value: Some(AnyValue { value: Some(value) }),
     }
 }
 
-fn attrs(route: &str, status: i64) -> Vec<KeyValue> {
+pub(super) fn attrs(route: &str, status: i64) -> Vec<KeyValue> {
     vec![
         kv("http.route", any_value::Value::StringValue(route.into())),
         kv(
@@ -43,7 +39,7 @@ fn attrs(route: &str, status: i64) -> Vec<KeyValue> {
     ]
 }
 
-fn export(metrics: Vec<Metric>) -> ExportMetricsServiceRequest {
+pub(super) fn export(metrics: Vec<Metric>) -> ExportMetricsServiceRequest {
     ExportMetricsServiceRequest {
         resource_metrics: vec![ResourceMetrics {
             resource: Some(Resource {
@@ -66,7 +62,7 @@ fn export(metrics: Vec<Metric>) -> ExportMetricsServiceRequest {
     }
 }
 
-fn histogram(temporality: i32, points: Vec<HistogramDataPoint>) -> Metric {
+pub(super) fn histogram(temporality: i32, points: Vec<HistogramDataPoint>) -> Metric {
     Metric {
         name: map::REQUEST_DURATION.into(),
         unit: "s".into(),
@@ -78,12 +74,17 @@ fn histogram(temporality: i32, points: Vec<HistogramDataPoint>) -> Metric {
     }
 }
 
-const BOUNDS: [f64; 14] = [
+pub(super) const BOUNDS: [f64; 14] = [
     0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
 ];
 
 /// An explicit-bucket point of `values` (seconds).
-fn explicit_point(values: &[f64], start: u64, time: u64, a: Vec<KeyValue>) -> HistogramDataPoint {
+pub(super) fn explicit_point(
+    values: &[f64],
+    start: u64,
+    time: u64,
+    a: Vec<KeyValue>,
+) -> HistogramDataPoint {
     let mut counts = vec![0u64; BOUNDS.len() + 1];
     for v in values {
         let i = BOUNDS.iter().position(|b| v <= b).unwrap_or(BOUNDS.len());
@@ -104,7 +105,11 @@ fn explicit_point(values: &[f64], start: u64, time: u64, a: Vec<KeyValue>) -> Hi
 }
 
 /// An exponential point of `values` (seconds) at `scale`.
-fn exponential_point(values: &[f64], scale: i32, time: u64) -> ExponentialHistogramDataPoint {
+pub(super) fn exponential_point(
+    values: &[f64],
+    scale: i32,
+    time: u64,
+) -> ExponentialHistogramDataPoint {
     let base = (-f64::from(scale)).exp2().exp2();
     let index = |v: f64| (v.ln() / base.ln()).ceil() as i32 - 1;
     let offset = values.iter().map(|v| index(*v)).min().unwrap_or(0);
@@ -134,7 +139,7 @@ fn exponential_point(values: &[f64], scale: i32, time: u64) -> ExponentialHistog
 }
 
 /// Log-normal latencies around 80 ms (seconds).
-fn latencies(n: usize, seed: u64) -> Vec<f64> {
+pub(super) fn latencies(n: usize, seed: u64) -> Vec<f64> {
     let mut rng = StdRng::seed_from_u64(seed);
     (0..n)
         .map(|_| {
@@ -145,20 +150,20 @@ fn latencies(n: usize, seed: u64) -> Vec<f64> {
 }
 
 /// The sketch's rank rule on exact data: value of rank ⌊q·(n − 1)⌋.
-fn exact(values: &[f64], q: f64) -> f64 {
+pub(super) fn exact(values: &[f64], q: f64) -> f64 {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
     sorted[(q * (sorted.len() as f64 - 1.0)) as usize]
 }
 
-fn limits() -> Limits {
+pub(super) fn limits() -> Limits {
     Limits {
         max_state_bytes: 350 * 1024,
         retention: Duration::days(8),
     }
 }
 
-fn run(state: &mut GroupState, request: &ExportMetricsServiceRequest) -> map::Applied {
+pub(super) fn run(state: &mut GroupState, request: &ExportMetricsServiceRequest) -> map::Applied {
     let extracted = map::extract(request);
     let mut total = map::Applied {
         report: extracted.report.clone(),
@@ -175,12 +180,12 @@ fn run(state: &mut GroupState, request: &ExportMetricsServiceRequest) -> map::Ap
     total
 }
 
-fn requests(applied: &map::Applied) -> u64 {
+pub(super) fn requests(applied: &map::Applied) -> u64 {
     applied.events.iter().map(|e| e.request_count).sum()
 }
 
 #[test]
-fn explicit_bucket_percentiles_fall_in_their_bucket() {
+pub(super) fn explicit_bucket_percentiles_fall_in_their_bucket() {
     let values = latencies(20_000, 7);
     let t = ns(now());
     let request = export(vec![histogram(
@@ -217,7 +222,7 @@ fn explicit_bucket_percentiles_fall_in_their_bucket() {
 }
 
 #[test]
-fn exponential_percentiles_stay_within_the_contract_bound() {
+pub(super) fn exponential_percentiles_stay_within_the_contract_bound() {
     for scale in [0, 2, 3, 5] {
         let values = latencies(20_000, 11 + scale as u64);
         let t = ns(now());
@@ -246,7 +251,7 @@ fn exponential_percentiles_stay_within_the_contract_bound() {
 }
 
 #[test]
-fn cumulative_points_become_deltas_and_a_retry_counts_once() {
+pub(super) fn cumulative_points_become_deltas_and_a_retry_counts_once() {
     let start = ns(now() - Duration::minutes(5));
     let t1 = ns(now() - Duration::seconds(20));
     let t2 = ns(now() - Duration::seconds(10));
@@ -284,7 +289,7 @@ fn cumulative_points_become_deltas_and_a_retry_counts_once() {
 }
 
 #[test]
-fn a_new_start_time_is_a_reset_counted_in_full() {
+pub(super) fn a_new_start_time_is_a_reset_counted_in_full() {
     let start = ns(now() - Duration::minutes(5));
     let restart = ns(now() - Duration::seconds(30));
     let t1 = ns(now() - Duration::seconds(40));
@@ -330,7 +335,7 @@ fn a_new_start_time_is_a_reset_counted_in_full() {
 }
 
 #[test]
-fn delta_points_are_deduplicated_by_time_per_series() {
+pub(super) fn delta_points_are_deduplicated_by_time_per_series() {
     let t = ns(now() - Duration::seconds(10));
     let request = export(vec![histogram(
         TEMPORALITY_DELTA,
@@ -361,7 +366,7 @@ fn delta_points_are_deduplicated_by_time_per_series() {
 }
 
 #[test]
-fn exponential_cumulative_deltas_survive_a_lower_scale() {
+pub(super) fn exponential_cumulative_deltas_survive_a_lower_scale() {
     let t1 = ns(now() - Duration::seconds(20));
     let t2 = ns(now() - Duration::seconds(10));
     let first = latencies(300, 8);
@@ -388,7 +393,7 @@ fn exponential_cumulative_deltas_survive_a_lower_scale() {
 }
 
 #[test]
-fn active_requests_and_body_sizes_map_and_others_are_named() {
+pub(super) fn active_requests_and_body_sizes_map_and_others_are_named() {
     let t = ns(now() - Duration::seconds(10));
     let sum = |name: &str, v: f64| Metric {
         name: name.into(),
@@ -431,7 +436,7 @@ fn active_requests_and_body_sizes_map_and_others_are_named() {
 }
 
 #[test]
-fn bad_points_are_rejected_and_the_state_is_bounded() {
+pub(super) fn bad_points_are_rejected_and_the_state_is_bounded() {
     let t = ns(now() - Duration::seconds(10));
     let mut broken = explicit_point(&[0.1], t - 1, t, attrs("/a", 200));
     broken.count = 5;
@@ -464,109 +469,6 @@ fn bad_points_are_rejected_and_the_state_is_bounded() {
     let applied = map::apply(&mut state, &extracted.groups[0], now(), small);
     assert_eq!((applied.accepted, applied.report.rejected), (1, 1));
     assert!(applied.report.reasons.contains_key(REASON_STATE_FULL));
-}
-
-#[test]
-fn json_reads_the_otlp_rules_and_equals_protobuf() {
-    let t = ns(now() - Duration::seconds(10));
-    let body = json!({
-        "resourceMetrics": [{
-            "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "edge"}}]},
-            "scopeMetrics": [{
-                "scope": {"name": "proxy", "futureField": 1},
-                "metrics": [{
-                    "name": "http.server.request.duration",
-                    "unit": "s",
-                    "histogram": {
-                        "aggregationTemporality": 1,
-                        "dataPoints": [{
-                            "attributes": [
-                                {"key": "http.route", "value": {"stringValue": "/a"}},
-                                {"key": "http.response.status_code", "value": {"intValue": "200"}},
-                                {"key": "http.request.method", "value": {"stringValue": "GET"}}
-                            ],
-                            "startTimeUnixNano": (t - 1).to_string(),
-                            "timeUnixNano": t,
-                            "count": "3",
-                            "sum": 0.3,
-                            "bucketCounts": ["0", 1, "2", 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-                            "explicitBounds": BOUNDS,
-                            "min": 0.004, "max": "0.01",
-                            "exemplars": [{"traceId": "00", "asDouble": 1}]
-                        }]
-                    }
-                }]
-            }]
-        }],
-        "unknownTopLevel": {"x": [1, 2]}
-    });
-    let from_json = body::decode(Format::Json, body.to_string().as_bytes()).unwrap();
-    let point = HistogramDataPoint {
-        attributes: attrs("/a", 200),
-        start_time_unix_nano: t - 1,
-        time_unix_nano: t,
-        count: 3,
-        sum: Some(0.3),
-        bucket_counts: vec![0, 1, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-        explicit_bounds: BOUNDS.to_vec(),
-        flags: 0,
-        min: Some(0.004),
-        max: Some(0.01),
-    };
-    let expected = export(vec![histogram(TEMPORALITY_DELTA, vec![point])]);
-    assert_eq!(from_json, expected);
-    let from_proto = body::decode(Format::Protobuf, &expected.encode_to_vec()).unwrap();
-    assert_eq!(from_proto, expected);
-    // a malformed body is a 400
-    assert!(matches!(
-        body::decode(Format::Json, b"{\"resourceMetrics\": 3}"),
-        Err(ApiError::InvalidRequest(_))
-    ));
-    assert!(matches!(
-        body::decode(Format::Protobuf, &[0x0a, 0xff]),
-        Err(ApiError::InvalidRequest(_))
-    ));
-}
-
-#[test]
-fn gzip_is_bounded_while_decompressing() {
-    use std::io::Write;
-    let gzip = |bytes: &[u8]| {
-        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-        e.write_all(bytes).unwrap();
-        e.finish().unwrap()
-    };
-    assert_eq!(
-        body::decompress(Some("gzip"), &gzip(b"abc")).unwrap(),
-        b"abc"
-    );
-    // 9 MiB of zeros compress to ~9 KB: refused once 8 MiB came out
-    let bomb = gzip(&vec![0u8; 9 * 1024 * 1024]);
-    assert!(bomb.len() < 64 * 1024);
-    assert!(matches!(
-        body::decompress(Some("gzip"), &bomb),
-        Err(ApiError::PayloadTooLarge(_))
-    ));
-    assert!(matches!(
-        body::decompress(None, &vec![0u8; 1024 * 1024 + 1]),
-        Err(ApiError::PayloadTooLarge(_))
-    ));
-    assert!(matches!(
-        body::decompress(Some("gzip"), b"not gzip"),
-        Err(ApiError::InvalidRequest(_))
-    ));
-    assert!(matches!(
-        body::decompress(Some("br"), b"x"),
-        Err(ApiError::UnsupportedMediaType(_))
-    ));
-    assert!(matches!(
-        Format::of(Some("text/plain")),
-        Err(ApiError::UnsupportedMediaType(_))
-    ));
-    assert_eq!(
-        Format::of(Some("application/x-protobuf; charset=x")).unwrap(),
-        Format::Protobuf
-    );
 }
 
 #[test]
