@@ -182,6 +182,20 @@ async fn unknown_content_types_and_bad_bodies_are_refused_in_the_right_format() 
     let (h, t) = setup().await;
     let answer = send(&h, path_req(&t, "edge").binary(b"x", "text/plain"), false).await;
     assert_error(answer.status, &answer.json(), 415, "UNSUPPORTED_MEDIA_TYPE");
+    // Who is asking comes first: without a token, 401 whatever the type.
+    let anonymous = Req::new("POST", PATH_ROUTE)
+        .param("proxyId", "edge")
+        .binary(b"x", "text/plain");
+    let answer = send(&h, anonymous, false).await;
+    assert_error(answer.status, &answer.json(), 401, "UNAUTHORIZED");
+    // OTLP/JSON is an object; serde alone would read `[null]` as one.
+    let answer = send(
+        &h,
+        path_req(&t, "edge").binary(b"[null]", "application/json"),
+        false,
+    )
+    .await;
+    assert_error(answer.status, &answer.json(), 400, "INVALID_REQUEST");
     let answer = send(
         &h,
         path_req(&t, "edge").binary(&[0x0a, 0xff, 0xff], "application/x-protobuf"),

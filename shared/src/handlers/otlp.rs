@@ -43,7 +43,13 @@ async fn export(app: &App, request: Request, target: Target) -> Response<Body> {
     // know, the error is the contract's JSON.
     let format = match header(&request, "content-type").and_then(|ct| Format::of(ct.as_deref())) {
         Ok(format) => format,
-        Err(error) => return error.into_response(id.as_deref()),
+        Err(error) => {
+            // Who is asking comes first, as on every route: 401 before 415.
+            if let Err(unauthenticated) = authenticate(app, &request).await {
+                return unauthenticated.into_response(id.as_deref());
+            }
+            return error.into_response(id.as_deref());
+        }
     };
     match handle(app, &request, target, format).await {
         Ok(response) => response,

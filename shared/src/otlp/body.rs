@@ -94,6 +94,10 @@ pub fn decode(format: Format, bytes: &[u8]) -> Result<ExportMetricsServiceReques
                 "The body is not a valid protobuf ExportMetricsServiceRequest: {e}."
             ))
         }),
+        // An object: serde would also read a struct from an array (`[null]`).
+        Format::Json if bytes.trim_ascii_start().first() != Some(&b'{') => Err(ApiError::invalid(
+            "The body is not a valid OTLP/JSON ExportMetricsServiceRequest: a JSON object is expected.",
+        )),
         Format::Json => serde_json::from_slice(bytes).map_err(|e| {
             ApiError::invalid(format!(
                 "The body is not a valid OTLP/JSON ExportMetricsServiceRequest: {e}."
