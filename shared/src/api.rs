@@ -1,5 +1,5 @@
 //! The contract's JSON bodies, as types: the compiler checks every field
-//! name, `domain/rollup/` keeps only the arithmetic, and `tests/tests/api_document.rs`
+//! name, `domain/rollup/` keeps only the arithmetic, and `tests/tests/suite/api_document.rs`
 //! checks every field against `infra/openapi.yaml`. The envelope
 //! (`timestamp`, `tier`) is added by `http::success`.
 

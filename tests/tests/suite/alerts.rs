@@ -2,7 +2,7 @@
 //! `evaluate-alerts` runs (the library function the Lambda calls), and a
 //! webhook receiver on 127.0.0.1 that verifies every signature.
 
-mod common;
+use crate::common;
 
 use std::sync::{Arc, Mutex};
 

@@ -2,7 +2,7 @@
 //! written by v1 read the same afterwards, merged with whatever v2 recorded
 //! meanwhile, and a rerun changes nothing.
 
-mod common;
+use crate::common;
 
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::AttributeValue;

@@ -2,7 +2,7 @@
 //! fields refused, the order token → scope → input, permanent storage
 //! failures answered at once, how far back the summary looks.
 
-mod common;
+use crate::common;
 
 use chrono::Duration;
 use common::fault_proxy::{Fault, FaultConfig, FaultProxy};

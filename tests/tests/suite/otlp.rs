@@ -3,7 +3,7 @@
 //! tokens, partial success, exactly once (retries, cumulative resets,
 //! concurrent exports), and what the daily object and the breakdown show.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 

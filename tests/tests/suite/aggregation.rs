@@ -4,7 +4,7 @@
 //! nobody), monotonic (a late event never shrinks a day), and retention
 //! follows the owner's tier.
 
-mod common;
+use crate::common;
 
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::AttributeValue;

@@ -5,7 +5,7 @@
 //! (`Config::dynamodb_client`: standard mode, 2 attempts); registration and
 //! read-back go straight to dynoxide through the harness's own app.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::sync::Arc;

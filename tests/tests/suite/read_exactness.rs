@@ -6,7 +6,7 @@
 //! completes (its epoch did not move) counts each event recorded before it
 //! began, and none twice.
 
-mod common;
+use crate::common;
 
 use common::fold::crashing_run;
 use common::*;

@@ -1,7 +1,7 @@
 //! Walking skeleton through the handlers against dynoxide: register, list,
 //! record one event, read the day; tenancy and auth errors.
 
-mod common;
+use crate::common;
 
 use common::*;
 use proxy_metrics::handlers;

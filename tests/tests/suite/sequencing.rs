@@ -3,7 +3,7 @@
 //! 409 `SEQUENCE_GAP` with `expectedSequence`; a restarted producer takes a
 //! new id. Also under a store that loses answers after committing.
 
-mod common;
+use crate::common;
 
 use common::fault_proxy::{Fault, FaultConfig, FaultProxy};
 use common::*;

@@ -2,7 +2,7 @@
 //! values before and after the aggregation, the cardinality cap (also
 //! under concurrent writers of separate instances), percentiles per value.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 

@@ -15,7 +15,7 @@ use proxy_metrics::storage::Proxy;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-const OPENAPI: &str = include_str!("../../infra/openapi.yaml");
+const OPENAPI: &str = include_str!("../../../infra/openapi.yaml");
 /// Added to every success body by `http::success`, not part of the types.
 const ENVELOPE: [&str; 2] = ["timestamp", "tier"];
 

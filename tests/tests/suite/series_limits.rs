@@ -2,9 +2,8 @@
 //! tier's range for daily steps, raw retention for 5-minute and hourly
 //! steps (upgrades included) — and bad input.
 
-mod common;
-#[path = "series/support.rs"]
-mod support;
+use crate::common;
+use crate::series_support as support;
 
 use chrono::Duration;
 use common::*;

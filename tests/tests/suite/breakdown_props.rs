@@ -7,7 +7,7 @@
 //! holds exactly the events sent without a route; at most
 //! the cap's values are kept; and the day holds what was recorded.
 
-mod common;
+use crate::common;
 
 use common::fold::crashing_run;
 use common::*;

@@ -2,7 +2,7 @@
 //! duplicates within and across batches, a 500-event batch and its retry,
 //! batches spanning days, and concurrent identical retries.
 
-mod common;
+use crate::common;
 
 use chrono::{DateTime, Duration, Utc};
 use common::record::*;

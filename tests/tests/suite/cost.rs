@@ -3,7 +3,7 @@
 //! transaction, 1 outside one, GSI writes extra; strongly consistent reads
 //! 1 RRU per started 4 KB). The figures of `BENCHMARKS.md` are these.
 
-mod common;
+use crate::common;
 
 use common::record::{full_events, metered_read, metered_record};
 use common::*;
@@ -89,7 +89,7 @@ async fn a_dimensioned_batch_costs_at_most_one_write_unit_an_event() {
 }
 
 /// The proxy's dirty mark (one small write per proxy and function instance
-/// every few minutes, not per request: `tests/pressure.rs` counts it) is
+/// every few minutes, not per request: `tests/suite/pressure.rs` counts it) is
 /// written before the requests measured here.
 async fn warm_dirty_mark(h: &Harness, t: &str) {
     metered_record(

@@ -1,7 +1,7 @@
 //! Finding 14a of issue 20: a key repeated in one JSON object is a 400 on
 //! every JSON body, at any depth — the service never picks one of two values
 //! (serde_json alone keeps the last one).
-mod common;
+use crate::common;
 
 use common::*;
 use proxy_metrics::handlers;

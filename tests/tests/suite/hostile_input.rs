@@ -1,7 +1,7 @@
 //! Hostile input through the handlers: path parameters, bodies over 1 MiB,
 //! non-JSON, API Gateway's base64 bodies, and 500s that reveal nothing.
 
-mod common;
+use crate::common;
 
 use common::auth::*;
 use common::*;

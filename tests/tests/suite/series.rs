@@ -8,9 +8,8 @@
 //! merge test runs at the suite's pinned `now()`, so `scripts/test --at`
 //! moves it across midnight.
 
-mod common;
-#[path = "series/support.rs"]
-mod support;
+use crate::common;
+use crate::series_support as support;
 
 use chrono::{DateTime, Duration};
 use common::*;

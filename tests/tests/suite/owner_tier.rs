@@ -2,7 +2,7 @@
 //! (it sets raw retention), and only the owner's user token says what that
 //! is. A proxy-scoped token's `tier` claim never becomes the owner's tier —
 //! not when it registers its proxy, not when it records.
-mod common;
+use crate::common;
 
 use common::*;
 use proxy_metrics::domain::tier::Tier;

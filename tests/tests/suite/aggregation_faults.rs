@@ -1,7 +1,7 @@
 //! The scheduled aggregation under storage faults: a failed or half-answered
 //! run never loses or double-counts; once faults stop, a rerun ends exact.
 
-mod common;
+use crate::common;
 
 use aws_sdk_dynamodb::config::retry::RetryConfig;
 use common::fault_proxy::{Fault, FaultConfig, FaultProxy};

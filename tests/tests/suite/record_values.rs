@@ -2,7 +2,7 @@
 //! exactly: edge values accepted as given, defaults (absent request count,
 //! absent latency), percentiles from samples, and sums that cannot overflow.
 
-mod common;
+use crate::common;
 
 use chrono::Duration;
 use common::record::*;

@@ -1,7 +1,7 @@
 //! Tenancy: every route requires its scope, proxy-scoped tokens act on their
 //! own proxy only, and foreign and unknown proxies look the same.
 
-mod common;
+use crate::common;
 
 use common::auth::*;
 use common::*;

@@ -1,7 +1,7 @@
 //! Exports: the daily range as CSV, `GET /metrics` (Prometheus text), and the
 //! dashboard's files — handler tests against dynoxide, on the pinned clock.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -338,7 +338,7 @@ async fn scrape(h: &Harness, token: Option<&str>) -> (u16, String, HashMap<Strin
 /// A parsed exposition: (metric, proxy) → value, of its gauges. Every line
 /// that is not a comment must be a sample the parser understood, with a
 /// `# HELP`: a gauge labelled with `proxy` and nothing else, or a counter
-/// named `…_total` (`tests/counters.rs` reads those).
+/// named `…_total` (`tests/suite/counters.rs` reads those).
 fn parse_exposition(text: &str) -> BTreeMap<(String, String), f64> {
     let lines = text.lines().map(|l| Ok(l.to_string()));
     let scrape = prometheus_parse::Scrape::parse_at(lines, now()).expect("exposition parses");

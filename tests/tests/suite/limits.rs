@@ -3,7 +3,7 @@
 //! caller has its own limit (keyed by the token's `sub`), taken before the
 //! ownership read, so one caller can cause only a bounded number of reads.
 //! Handler level, dynoxide, clock pinned and moved by hand.
-mod common;
+use crate::common;
 
 use chrono::Duration;
 use common::*;

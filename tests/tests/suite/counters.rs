@@ -1,7 +1,7 @@
 //! `/metrics`' counters since registration (contract v3): exact, never
 //! down (across the aggregation, across midnight), history included.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 

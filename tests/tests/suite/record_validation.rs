@@ -2,7 +2,7 @@
 //! the contract on one event and in a batch (nothing of a refused body is
 //! recorded), and the request-level rules (headers, body shape, ids).
 
-mod common;
+use crate::common;
 
 use chrono::Duration;
 use common::record::*;

@@ -1,7 +1,7 @@
 //! Reading: daily range fill, any-period aggregation, summary, tier limits,
 //! read-your-writes before and after the scheduled aggregation.
 
-mod common;
+use crate::common;
 
 use chrono::Duration;
 use common::*;

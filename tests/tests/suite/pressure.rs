@@ -2,7 +2,7 @@
 //! another, and nothing valid is ever a 500. Small-scale versions of the
 //! findings, against dynoxide; the figures at scale are `bench_pressure`'s.
 
-mod common;
+use crate::common;
 
 use chrono::{Duration, NaiveDate};
 use common::*;

@@ -2,7 +2,7 @@
 //! local HTTP server (fetched lazily, cached, refreshed for a new kid, rate
 //! limited, outliving a failing server for a day only), issuer, audience.
 
-mod common;
+use crate::common;
 
 use common::auth::*;
 use common::*;

@@ -8,7 +8,7 @@
 //! events carry a TTL counted from their day, and no sweep may ever see them
 //! as expired.
 
-mod common;
+use crate::common;
 
 use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
 use common::*;
