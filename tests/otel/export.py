@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""A real OpenTelemetry client for the OTLP/HTTP ingestion test (e2e_otlp.rs).
+"""A real OpenTelemetry client for the OTLP/HTTP ingestion test (tests/tests/e2e/otlp.rs).
 
 The OpenTelemetry Python SDK (pinned in tests/otel/requirements.txt, installed
 into .venv-otel/ by scripts/test-tools) records a known, deterministic set of

@@ -5,7 +5,7 @@
 //! log's exactly. `scripts/test` runs it (it needs the built binaries and
 //! cargo-lambda on PATH).
 
-mod common;
+use crate::common;
 
 use std::fmt::Write as _;
 use std::process::{Command, Stdio};

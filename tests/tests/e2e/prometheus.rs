@@ -20,7 +20,7 @@
 //!   figure up by up to half a scrape interval's worth).
 //!
 //! `scripts/test` runs it against the shared stack:
-//! `E2E_API_URL=… PROMETHEUS=… cargo test -p integration-tests --test e2e_prometheus -- --ignored`.
+//! `E2E_API_URL=… PROMETHEUS=… cargo test -p integration-tests --test e2e -- --ignored prometheus::`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -5,8 +5,8 @@
 //! start-up ends the start at once with a clear message and status 2.
 //! `scripts/test` runs it.
 
-mod agent_support;
-mod common;
+use crate::agent_support;
+use crate::common;
 
 use std::time::Duration;
 

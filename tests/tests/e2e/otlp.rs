@@ -36,7 +36,7 @@
 //! The token rules of `/v1/metrics` close the suite.
 //!
 //! `scripts/test` runs it against the shared stack:
-//! `E2E_API_URL=… OTEL_PYTHON=… cargo test -p integration-tests --test e2e_otlp -- --ignored`.
+//! `E2E_API_URL=… OTEL_PYTHON=… cargo test -p integration-tests --test e2e -- --ignored otlp::`.
 
 use std::collections::BTreeMap;
 use std::io::Write;

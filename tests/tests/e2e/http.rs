@@ -1,14 +1,10 @@
 //! End-to-end over HTTP against the running local stack (`scripts/test`
 //! starts it and sets `E2E_API_URL`; `E2E_JWT_SECRET` if not the default).
 
-#[path = "e2e/alerts.rs"]
 mod alerts;
-#[path = "e2e/breakdown.rs"]
 mod breakdown;
-mod common;
-#[path = "e2e/series.rs"]
+use crate::common;
 mod series;
-#[path = "e2e/unknown_routes.rs"]
 mod unknown_routes;
 
 use chrono::{DateTime, Utc};

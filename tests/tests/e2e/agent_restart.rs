@@ -4,8 +4,7 @@
 //! the log's lines exactly: nothing lost, nothing counted twice.
 //! `scripts/test` runs it (it needs the built binaries and cargo-lambda).
 
-mod agent_support;
-mod common;
+use crate::agent_support;
 
 use std::time::Duration;
 

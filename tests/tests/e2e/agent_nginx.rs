@@ -6,8 +6,7 @@
 //! 5xx errors, bytes). `scripts/test` runs it (scripts/test-tools installs
 //! nginx and apache2-utils).
 
-mod agent_support;
-mod common;
+use crate::agent_support;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

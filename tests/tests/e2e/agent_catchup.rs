@@ -5,8 +5,8 @@
 //! never waited and a quarter of the observations were dropped.
 //! `scripts/test` runs it.
 
-mod agent_support;
-mod common;
+use crate::agent_support;
+use crate::common;
 
 use std::time::Duration;
 

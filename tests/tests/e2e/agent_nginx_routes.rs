@@ -6,8 +6,7 @@
 //! nginx's own access log, exactly. `scripts/test` runs it (scripts/test-tools
 //! installs nginx).
 
-mod agent_support;
-mod common;
+use crate::agent_support;
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;

@@ -5,8 +5,7 @@
 //! goes on, and the day's counts equal all the logs' lines exactly.
 //! `scripts/test` runs it (it needs the built binaries and cargo-lambda).
 
-mod agent_support;
-mod common;
+use crate::agent_support;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! against a separately started DynamoDB endpoint, with an inline RS256
 //! JWKS, and under several concurrent clients.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 
