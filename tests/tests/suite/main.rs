@@ -27,6 +27,7 @@ mod limits;
 mod local_front;
 mod migration;
 mod otlp;
+mod otlp_tenants;
 mod owner_tier;
 mod pressure;
 mod proxies_and_daily;
