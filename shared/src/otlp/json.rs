@@ -165,8 +165,38 @@ pub fn vec_f64_any<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<f64>, D::Error
     Ok(v.unwrap_or_default().into_iter().map(|f| f.0).collect())
 }
 
+/// A message as OTLP/JSON writes it: an object. serde's derived structs
+/// would also read an array as their fields in order, which OTLP/JSON never
+/// writes and which would make `[[...]]` mean something.
+struct Message<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Message<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData)).map(Message)
+    }
+}
+
+/// An optional message field: an object, `null` or absent.
+pub fn message<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
+    Ok(Option::<Message<T>>::deserialize(d)?.map(|m| m.0))
+}
+
+/// A repeated message field: an array of objects, `null` or absent.
 pub fn vec<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Vec<T>, D::Error> {
-    Ok(Option::<Vec<T>>::deserialize(d)?.unwrap_or_default())
+    let messages = Option::<Vec<Message<T>>>::deserialize(d)?.unwrap_or_default();
+    Ok(messages.into_iter().map(|m| m.0).collect())
 }
 
 pub fn string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
@@ -218,10 +248,15 @@ pub struct MetricJson {
     description: String,
     #[serde(deserialize_with = "string")]
     unit: String,
+    #[serde(deserialize_with = "message")]
     gauge: Option<Gauge>,
+    #[serde(deserialize_with = "message")]
     sum: Option<Sum>,
+    #[serde(deserialize_with = "message")]
     histogram: Option<Histogram>,
+    #[serde(deserialize_with = "message")]
     exponential_histogram: Option<ExponentialHistogram>,
+    #[serde(deserialize_with = "message")]
     summary: Option<Summary>,
 }
 
@@ -283,7 +318,9 @@ pub struct AnyValueJson {
     bool_value: Option<bool>,
     int_value: Option<I64>,
     double_value: Option<F64>,
+    #[serde(deserialize_with = "message")]
     array_value: Option<ArrayValue>,
+    #[serde(deserialize_with = "message")]
     kvlist_value: Option<KeyValueList>,
     bytes_value: Option<String>,
 }

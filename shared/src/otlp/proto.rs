@@ -40,6 +40,7 @@ pub struct ExportMetricsPartialSuccess {
 #[serde(default, rename_all = "camelCase")]
 pub struct ResourceMetrics {
     #[prost(message, optional, tag = "1")]
+    #[serde(deserialize_with = "json::message")]
     pub resource: Option<Resource>,
     #[prost(message, repeated, tag = "2")]
     #[serde(deserialize_with = "json::vec")]
@@ -64,6 +65,7 @@ pub struct Resource {
 #[serde(default, rename_all = "camelCase")]
 pub struct ScopeMetrics {
     #[prost(message, optional, tag = "1")]
+    #[serde(deserialize_with = "json::message")]
     pub scope: Option<InstrumentationScope>,
     #[prost(message, repeated, tag = "2")]
     #[serde(deserialize_with = "json::vec")]
@@ -272,8 +274,10 @@ pub struct ExponentialHistogramDataPoint {
     #[serde(deserialize_with = "json::u64_any")]
     pub zero_count: u64,
     #[prost(message, optional, tag = "8")]
+    #[serde(deserialize_with = "json::message")]
     pub positive: Option<Buckets>,
     #[prost(message, optional, tag = "9")]
+    #[serde(deserialize_with = "json::message")]
     pub negative: Option<Buckets>,
     #[prost(uint32, tag = "10")]
     #[serde(deserialize_with = "json::u32_any")]
@@ -307,6 +311,7 @@ pub struct KeyValue {
     #[serde(deserialize_with = "json::string")]
     pub key: String,
     #[prost(message, optional, tag = "2")]
+    #[serde(deserialize_with = "json::message")]
     pub value: Option<AnyValue>,
 }
 

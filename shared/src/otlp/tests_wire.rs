@@ -72,6 +72,48 @@ fn json_reads_the_otlp_rules_and_equals_protobuf() {
 }
 
 #[test]
+fn an_array_where_a_message_belongs_is_a_400() {
+    let metric = |data: &str| {
+        format!(
+            r#"{{"resourceMetrics":[{{"scopeMetrics":[{{"metrics":[{{"name":"m",{data}}}]}}]}}]}}"#
+        )
+    };
+    let refused = [
+        "[]".to_string(),
+        r#"{"resourceMetrics":[[null]]}"#.to_string(),
+        r#"{"resourceMetrics":[{"resource":[[]]}]}"#.to_string(),
+        r#"{"resourceMetrics":[{"scopeMetrics":[{"scope":["s","1"]}]}]}"#.to_string(),
+        r#"{"resourceMetrics":[{"scopeMetrics":[{"metrics":[["m"]]}]}]}"#.to_string(),
+        metric(r#""histogram":[[], 1]"#),
+        metric(r#""gauge":{"dataPoints":[[[]]]}"#),
+        metric(r#""exponentialHistogram":{"dataPoints":[{"positive":[0,[1]]}]}"#),
+        metric(r#""sum":{"dataPoints":[{"attributes":[{"key":"k","value":["v"]}]}]}"#),
+        metric(
+            r#""sum":{"dataPoints":[{"attributes":[{"key":"k","value":{"arrayValue":[[]]}}]}]}"#,
+        ),
+    ];
+    for body in refused {
+        let answer = body::decode(Format::Json, body.as_bytes());
+        assert!(
+            matches!(answer, Err(ApiError::InvalidRequest(_))),
+            "{body}: {answer:?}"
+        );
+    }
+    // the same shapes as objects, and null for a message, are read
+    for body in [
+        r#"{"resourceMetrics":[{"resource":null,"scopeMetrics":[{"scope":{"name":"s"}}]}]}"#
+            .to_string(),
+        metric(r#""histogram":{"dataPoints":[]}"#),
+        metric(
+            r#""sum":{"dataPoints":[{"attributes":[{"key":"k","value":{"arrayValue":{"values":[]}}}]}]}"#,
+        ),
+    ] {
+        let answer = body::decode(Format::Json, body.as_bytes());
+        assert!(answer.is_ok(), "{body}: {answer:?}");
+    }
+}
+
+#[test]
 fn gzip_is_bounded_while_decompressing() {
     use std::io::Write;
     let gzip = |bytes: &[u8]| {
