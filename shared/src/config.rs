@@ -69,6 +69,33 @@ impl std::fmt::Debug for AwsEnvironment {
 /// (the largest share of init time; see BENCHMARKS.md, "Cold start").
 const AMAZON_ROOTS: &str = include_str!("../certs/amazon-trust-services.pem");
 
+/// The SDK's HTTPS client, less one connector build at client construction.
+///
+/// Its `validate_base_client_config` builds a connector (trust store parsed,
+/// TLS configuration made) only to throw it away, "so that native certs load
+/// at client initialization": this client loads no native roots, and every
+/// connection pool builds its own connector at its first request anyway. One
+/// of a cold read's three builds (~0.28 M instructions of ~6.2 M; see
+/// BENCHMARKS.md, "Where a cold read's instructions go").
+#[derive(Debug)]
+struct NoEagerConnector(aws_sdk_dynamodb::config::SharedHttpClient);
+
+impl aws_sdk_dynamodb::config::HttpClient for NoEagerConnector {
+    fn http_connector(
+        &self,
+        settings: &aws_smithy_runtime_api::client::http::HttpConnectorSettings,
+        components: &aws_sdk_dynamodb::config::RuntimeComponents,
+    ) -> aws_smithy_runtime_api::client::http::SharedHttpConnector {
+        self.0.http_connector(settings, components)
+    }
+
+    fn connector_metadata(
+        &self,
+    ) -> Option<aws_smithy_runtime_api::client::connector_metadata::ConnectorMetadata> {
+        self.0.connector_metadata()
+    }
+}
+
 impl StoreConfig {
     pub fn from_vars(vars: &Vars) -> Result<Self, ConfigError> {
         Ok(Self {
@@ -122,7 +149,7 @@ impl StoreConfig {
             .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
             .region(Region::new(region))
             .credentials_provider(credentials)
-            .http_client(http)
+            .http_client(NoEagerConnector(http))
             // Our own retry loop (storage::retry) decides how long to keep
             // trying, so the SDK's standard retries are kept short.
             .retry_config(
