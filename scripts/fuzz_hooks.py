@@ -2,9 +2,31 @@
 contract's rule for methods outside the document, and the two kinds of
 request the local stack cannot take the way API Gateway would."""
 
+import ast
 import json
+import threading
 
 import schemathesis
+
+# CPython 3.11 counts the AST constructor's recursion depth per interpreter,
+# not per call (python/cpython#106905): when a garbage collection during
+# `ast.parse` runs a finaliser that lets another thread parse too, the count
+# comes back wrong and `ast.parse` raises SystemError "AST constructor
+# recursion depth mismatch". Hypothesis parses the source of lambdas to
+# describe them, in every schemathesis worker; that error failed fuzz runs
+# (the coverage phase, 2026-12-03; the OTLP operations before). One parse at
+# a time: four threads parsing under GC pressure (finalisers that sleep(0))
+# hit the error in each of three runs on Python 3.11.7, and never with it.
+_AST_LOCK = threading.Lock()
+_ast_parse = ast.parse
+
+
+def _parse_one_at_a_time(*args, **kwargs):
+    with _AST_LOCK:
+        return _ast_parse(*args, **kwargs)
+
+
+ast.parse = _parse_one_at_a_time
 from schemathesis.generation.meta import CoveragePhaseData, CoverageScenario
 
 # A gateway answers from its route table: no function runs, so no wait.
