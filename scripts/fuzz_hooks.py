@@ -1,12 +1,14 @@
 """Schemathesis hooks for scripts/fuzz-api (README, "Fuzzing the API"): the
 contract's rule for methods outside the document, and the two kinds of
-request the local stack cannot take the way API Gateway would."""
+request the local stack cannot take the way API Gateway would; and a guard
+around CPython 3.11's ast.parse for schemathesis' own worker threads."""
 
 import ast
 import json
 import threading
 
 import schemathesis
+from schemathesis.generation.meta import CoveragePhaseData, CoverageScenario
 
 # CPython 3.11 counts the AST constructor's recursion depth per interpreter,
 # not per call (python/cpython#106905): when a garbage collection during
@@ -27,7 +29,6 @@ def _parse_one_at_a_time(*args, **kwargs):
 
 
 ast.parse = _parse_one_at_a_time
-from schemathesis.generation.meta import CoveragePhaseData, CoverageScenario
 
 # A gateway answers from its route table: no function runs, so no wait.
 UNSUPPORTED_METHOD_SECONDS = 1.0
