@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::token_file::read_token;
 use clap::{Parser, ValueEnum};
 use proxy_metrics_client::agent::nginx_format::{LatencyFrom, NginxFormat};
 use proxy_metrics_client::agent::parse::{DurationUnit, Format, JsonMapping};
@@ -273,22 +274,6 @@ pub enum UnitArg {
     Ns,
 }
 
-pub fn read_token(path: &std::path::Path) -> Result<String, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("--token-file {}: {e}", path.display()))?;
-    let token = text.trim();
-    if token.is_empty() {
-        return Err(format!("--token-file {}: empty", path.display()));
-    }
-    Ok(token.to_owned())
-}
-
-/// The token file's modification time and length, to notice a change.
-pub fn token_stamp(path: &std::path::Path) -> Option<(std::time::SystemTime, u64)> {
-    let m = std::fs::metadata(path).ok()?;
-    Some((m.modified().ok()?, m.len()))
-}
-
 fn seconds(s: &str) -> Result<Duration, String> {
     let v: f64 = s
         .parse()
@@ -383,15 +368,9 @@ impl Args {
         self.log.iter().any(|l| l == "-")
     }
 
-    /// The token as configured now (the file's content when there is one).
-    pub fn current_token(&self) -> Option<String> {
-        match &self.token_file {
-            Some(path) => read_token(path).ok(),
-            None => self.token.clone(),
-        }
-    }
-
-    pub fn reporter(&self) -> Result<Reporter, String> {
+    /// The reporter, and the token it starts with (read once: the start-up
+    /// check and the token file's watch use this same one).
+    pub fn reporter(&self) -> Result<(Reporter, String), String> {
         let token = match &self.token_file {
             Some(path) => Some(read_token(path)?),
             None => self.token.clone(),
@@ -407,7 +386,7 @@ impl Args {
                 );
             }
         };
-        let mut builder = Reporter::builder(url, token, self.proxy_id.clone());
+        let mut builder = Reporter::builder(url, token.clone(), self.proxy_id.clone());
         if let Some(file) = self.state_file() {
             std::fs::create_dir_all(&self.state_dir)
                 .map_err(|e| format!("--state-dir {}: {e}", self.state_dir.display()))?;
@@ -424,6 +403,7 @@ impl Args {
             })
             .dry_run(self.dry_run)
             .build()
+            .map(|reporter| (reporter, token))
             .map_err(|e| e.to_string())
     }
 }

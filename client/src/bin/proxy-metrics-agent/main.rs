@@ -16,7 +16,8 @@ use std::time::Duration;
 use clap::Parser;
 
 mod args;
-use args::{Args, read_token, token_stamp};
+mod token_file;
+use args::Args;
 use proxy_metrics_client::agent::check::check_api;
 use proxy_metrics_client::agent::feed::{Feed, Hub, Lines, decode_positions};
 use proxy_metrics_client::agent::paths::{Discovery, LogPaths};
@@ -24,6 +25,7 @@ use proxy_metrics_client::agent::serve;
 use proxy_metrics_client::agent::tail::{self, Control, Source, TailOptions};
 use proxy_metrics_client::agent::tailers;
 use proxy_metrics_client::{Reporter, Stats};
+use token_file::{TokenCheck, TokenFile};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
 
@@ -33,12 +35,10 @@ const TOKEN_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// for the next run): a supervisor or a batch job must hear about it.
 const EXIT_DROPPED: u8 = 3;
 
-/// Re-reads `--token-file` into the reporter; a bad read keeps the old token.
-fn reload_token(args: &Args, reporter: &Reporter, why: &str) {
-    let Some(path) = &args.token_file else {
-        return;
-    };
-    match read_token(path).and_then(|t| reporter.set_token(t).map_err(|e| e.to_string())) {
+/// Puts a token re-read from `--token-file` into the reporter; one it
+/// refuses leaves the old token in use.
+fn use_token(reporter: &Reporter, path: &Path, token: Result<String, String>, why: &str) {
+    match token.and_then(|t| reporter.set_token(t).map_err(|e| e.to_string())) {
         Ok(()) => info!(why, path = %path.display(), "token re-read"),
         Err(e) => warn!(why, error = %e, "could not re-read the token; keeping the one in use"),
     }
@@ -134,14 +134,14 @@ async fn main() -> ExitCode {
     } else {
         paths.open_now()
     };
-    let reporter = match args.reporter() {
+    let (reporter, token) = match args.reporter() {
         Ok(r) => r,
         Err(e) => {
             error!("{e}");
             return ExitCode::from(2);
         }
     };
-    if let (false, Some(url), Some(token)) = (args.dry_run, &args.url, args.current_token())
+    if let (false, Some(url)) = (args.dry_run, &args.url)
         && let Err(e) = check_api(url, &token, &args.proxy_id).await
     {
         error!("{e}");
@@ -235,19 +235,26 @@ async fn main() -> ExitCode {
     progress.tick().await;
     let mut last = None;
     let mut token_check = tokio::time::interval(TOKEN_CHECK_EVERY);
-    let mut stamp = args.token_file.as_deref().and_then(token_stamp);
+    let mut token_file = args
+        .token_file
+        .as_deref()
+        .map(|path| TokenFile::new(path, token));
     let stop = loop {
         tokio::select! {
             _ = sigterm.recv() => break Stop::Signal("SIGTERM"),
             _ = sigint.recv() => break Stop::Signal("SIGINT"),
-            _ = sighup.recv() => reload_token(&args, &reporter, "SIGHUP"),
-            _ = token_check.tick() => {
-                let now = args.token_file.as_deref().and_then(token_stamp);
-                if now != stamp {
-                    stamp = now;
-                    reload_token(&args, &reporter, "the token file changed");
-                }
-            }
+            _ = sighup.recv() => if let Some(file) = &mut token_file {
+                let token = file.reread();
+                use_token(&reporter, file.path(), token, "SIGHUP");
+            },
+            _ = token_check.tick() => if let Some(file) = &mut token_file {
+                let (token, why) = match file.check() {
+                    TokenCheck::Unchanged => continue,
+                    TokenCheck::Changed(t) => (Ok(t), "the token file changed"),
+                    TokenCheck::Unreadable(e) => (Err(e), "the token file cannot be read"),
+                };
+                use_token(&reporter, file.path(), token, why);
+            },
             result = &mut done_rx => break Stop::InputEnded(result),
             _ = progress.tick() => log_progress(&lines, &reporter, &mut last),
         }
