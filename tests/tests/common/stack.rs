@@ -8,6 +8,29 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The local stack runs on the real clock and dates what it records with it.
+/// A test that dates events around now (up to a minute back, a little ahead)
+/// and reads back now's day first waits until it is at least two minutes
+/// clear of midnight UTC on both sides, so that everything lands on one day.
+/// Returns the (real) instant it went on at.
+pub async fn clear_of_midnight() -> chrono::DateTime<chrono::Utc> {
+    let real_now = || proxy_metrics::clock::Clock::system().now();
+    let margin = chrono::Duration::minutes(2);
+    let now = real_now();
+    let midnight = now.date_naive().and_time(chrono::NaiveTime::MIN).and_utc();
+    let go_at = if now - midnight < margin {
+        midnight + margin
+    } else if midnight + chrono::Days::new(1) - now < margin + chrono::Duration::minutes(1) {
+        midnight + chrono::Days::new(1) + margin
+    } else {
+        return now;
+    };
+    let left = go_at - now;
+    println!("waiting {left} for midnight UTC to be two minutes behind");
+    tokio::time::sleep(left.to_std().unwrap_or_default()).await;
+    real_now()
+}
+
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }

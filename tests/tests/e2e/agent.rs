@@ -143,6 +143,18 @@ async fn the_agent_ends_exact_under_storage_faults_and_sigterm() {
         .stderr(std::fs::File::create(dir.join("agent.log")).unwrap())
         .spawn()
         .expect("target/debug/proxy-metrics-agent (scripts/test builds it)");
+    // Its signal handlers are installed once it has started (after the
+    // start-up check of the API): a SIGTERM before that would kill it.
+    let log_so_far = || std::fs::read_to_string(dir.join("agent.log")).unwrap_or_default();
+    let started = Instant::now() + Duration::from_secs(30);
+    while !log_so_far().contains("proxy-metrics-agent started") {
+        assert!(
+            Instant::now() < started,
+            "the agent did not start\n{}",
+            log_so_far()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     // batches go out while it runs and the log grows…
     for third in &thirds[1..] {
         tokio::time::sleep(Duration::from_secs(3)).await;

@@ -234,6 +234,18 @@ async fn counts_equal_nginx_own_logs_across_rotation_copytruncate_and_sigkill() 
         &dir,
         &strs(&custom_args),
     );
+    // Both hold their logs open before the rotation below: an agent that
+    // started after the rename would never see main.log.1.
+    let agent_log = || std::fs::read_to_string(dir.join("agent.log")).unwrap_or_default();
+    assert!(
+        eventually(Duration::from_secs(30), || agent_log()
+            .matches("proxy-metrics-agent started")
+            .count()
+            == 2)
+        .await,
+        "both agents started\n{}",
+        agent_log()
+    );
 
     // traffic; the main log rotated by mv + reopen while it flows
     let (m, c) = (&nginx.main_url, &nginx.custom_url);

@@ -186,23 +186,6 @@ async fn invoke_aggregation() -> Value {
     report
 }
 
-/// The local stack runs on the real clock and the SDK stamps its points
-/// with it: a run that would straddle midnight UTC waits for the new day,
-/// so that everything it exports lands on one day.
-async fn clear_of_midnight() -> DateTime<Utc> {
-    let now = real_now();
-    let next = (now.date_naive() + chrono::Days::new(1))
-        .and_hms_opt(0, 0, 5)
-        .unwrap()
-        .and_utc();
-    let left = next - now;
-    if left < chrono::Duration::minutes(3) {
-        println!("waiting {left} for midnight UTC to pass");
-        tokio::time::sleep(left.to_std().unwrap()).await;
-    }
-    real_now()
-}
-
 /// A temporary directory, removed on drop (on failure too).
 struct TempDir(PathBuf);
 
@@ -559,7 +542,10 @@ async fn sdk_case(sdk: Sdk, token_endpoint: bool) {
             owner.writer(),
         )
     };
-    let day = clear_of_midnight().await.date_naive().to_string();
+    let day = crate::common::stack::clear_of_midnight()
+        .await
+        .date_naive()
+        .to_string();
     let save = TempDir::new(&run[..8]);
     let recorded = tokio::task::spawn_blocking({
         let (endpoint, write) = (endpoint.clone(), write.clone());
@@ -870,7 +856,7 @@ async fn a_gzip_otlp_json_body_is_counted_once_and_cumulative_points_by_their_ne
     owner.register(&proxy).await;
     let endpoint = format!("{}/proxy/metrics/{proxy}/v1/metrics", api());
     let write = owner.writer();
-    let now = clear_of_midnight().await;
+    let now = crate::common::stack::clear_of_midnight().await;
     let day = now.date_naive().to_string();
     let (start, time) = (
         now - chrono::Duration::seconds(20),
@@ -1051,7 +1037,7 @@ async fn the_token_endpoint_takes_a_proxy_scoped_write_token_only() {
     let proxy = format!("e2e-otlp-auth-{}", &run[..12]);
     let owner = Owner::new(&run);
     owner.register(&proxy).await;
-    let now = clear_of_midnight().await;
+    let now = crate::common::stack::clear_of_midnight().await;
     let body = export_request(vec![histogram(
         "http.server.request.duration",
         "s",
