@@ -148,6 +148,7 @@ impl ReporterBuilder {
             unmarked: 0,
         };
         let (deadline, deadline_rx) = watch::channel(None);
+        let (token_renewals, token_renewals_rx) = watch::channel(0);
         let shared = Arc::new(Shared {
             state: Mutex::new(state),
             clock: self.clock,
@@ -155,6 +156,7 @@ impl ReporterBuilder {
             producer_id: producer_id.clone(),
             wake: Notify::new(),
             deadline,
+            token_renewals,
         });
         let sender = Sender {
             shared: shared.clone(),
@@ -163,6 +165,7 @@ impl ReporterBuilder {
             journal,
             rng: SmallRng::from_rng(&mut seed),
             deadline: deadline_rx,
+            token_renewals: token_renewals_rx,
             dropped_logged: 0,
             last_drop_log: None,
         };

@@ -1,7 +1,7 @@
 //! Delivery: sending each batch until it is settled (accepted, rejected,
 //! given up, or out of time), re-basing on `SEQUENCE_GAP`.
 
-use tracing::{debug, error, warn};
+use tracing::{debug, error, info, warn};
 
 use super::config::{MAX_GAP_REBASES, STALE_AFTER};
 use super::flush::{Sender, until_deadline};
@@ -85,6 +85,9 @@ impl Sender {
         let mut rebases: u32 = 0;
         loop {
             attempts = attempts.saturating_add(1);
+            // The token this attempt goes with (or a newer one) counts as
+            // seen: only a renewal after it cuts a 401's wait short.
+            self.token_renewals.borrow_and_update();
             let reply = tokio::select! {
                 biased;
                 reply = self.transport.send(&batch) => reply,
@@ -112,7 +115,10 @@ impl Sender {
                         "the API refused the token; the batch is kept and retried (an expired token? \
                          the agent re-reads --token-file on change and on SIGHUP)"
                     );
-                    if let Some(end) = self.wait_to_retry(&batch, attempts, None, reason).await {
+                    if let Some(end) = self
+                        .wait_to_retry(&batch, attempts, None, reason, Until::TokenRenewed)
+                        .await
+                    {
                         return end;
                     }
                 }
@@ -180,7 +186,7 @@ impl Sender {
                     reason,
                 } => {
                     if let Some(end) = self
-                        .wait_to_retry(&batch, attempts, retry_after, reason)
+                        .wait_to_retry(&batch, attempts, retry_after, reason, Until::Backoff)
                         .await
                     {
                         return end;
@@ -198,6 +204,7 @@ impl Sender {
         attempts: u32,
         retry_after: Option<std::time::Duration>,
         reason: String,
+        until: Until,
     ) -> Option<(Settled, u64)> {
         let shared = self.shared.clone();
         let config = &shared.config;
@@ -232,6 +239,26 @@ impl Sender {
                 warn!(sequence = batch.sequence, "shutdown deadline reached while waiting to retry");
                 Some((Settled::Deadline, batch.sequence))
             }
+            () = token_renewed(&mut self.token_renewals, until) => {
+                info!(sequence = batch.sequence, "the token was renewed; retrying now");
+                None
+            }
         }
+    }
+}
+
+/// What, besides its backoff, ends the wait before a batch's next attempt.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Until {
+    Backoff,
+    /// The token was refused: a new one is worth trying at once.
+    TokenRenewed,
+}
+
+/// Resolves when the token changes after the last attempt, if `until` asks
+/// for that; otherwise never.
+async fn token_renewed(renewals: &mut tokio::sync::watch::Receiver<u64>, until: Until) {
+    if until != Until::TokenRenewed || renewals.changed().await.is_err() {
+        std::future::pending::<()>().await;
     }
 }

@@ -22,6 +22,8 @@ pub(super) struct Sender {
     pub(super) journal: Option<Journal>,
     pub(super) rng: SmallRng,
     pub(super) deadline: watch::Receiver<Option<Instant>>,
+    /// Seen before each attempt; a change ends the wait after a 401/403.
+    pub(super) token_renewals: watch::Receiver<u64>,
     pub(super) dropped_logged: u64,
     pub(super) last_drop_log: Option<Instant>,
 }

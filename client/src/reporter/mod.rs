@@ -147,6 +147,9 @@ pub(super) struct Shared {
     wake: Notify,
     /// `Some(deadline)` once shutdown has begun.
     deadline: watch::Sender<Option<Instant>>,
+    /// Counts [`Reporter::set_token`] calls: a batch refused with 401/403
+    /// is retried as soon as the token is renewed, not after its backoff.
+    token_renewals: watch::Sender<u64>,
 }
 
 impl Shared {
@@ -334,7 +337,8 @@ impl Reporter {
     }
 
     /// Replaces the bearer token (e.g. a short-lived proxy token re-issued);
-    /// the next attempt uses it.
+    /// the next attempt uses it, and a batch waiting to retry after a 401 or
+    /// 403 goes at once.
     pub fn set_token(&self, token: impl Into<String>) -> Result<(), Error> {
         let token = token.into();
         check_token(&token)?;
@@ -343,6 +347,10 @@ impl Reporter {
             .token
             .write()
             .unwrap_or_else(PoisonError::into_inner) = token;
+        self.inner
+            .shared
+            .token_renewals
+            .send_modify(|n| *n = n.wrapping_add(1));
         Ok(())
     }
 

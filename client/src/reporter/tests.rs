@@ -188,6 +188,56 @@ async fn max_attempts_gives_up() {
     assert_eq!(stats.retries, 1);
 }
 
+/// Polls `done` every 10 ms of (paused) tokio time, for at most an hour.
+async fn until(mut done: impl FnMut() -> bool) {
+    for _ in 0..360_000 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("not within an hour");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_token_is_retried_as_soon_as_it_is_renewed() {
+    let script = Script::new(vec![http(401, r#"{"error":"UNAUTHORIZED"}"#)]);
+    let clock = ManualClock::new(t0() + chrono::Duration::hours(1));
+    // a backoff drawn from [0, 1 h]: without the renewal cutting it short,
+    // the retry would almost surely come later than a second
+    let hour = Duration::from_secs(3600);
+    let r = reporter(
+        &script,
+        &clock,
+        Config {
+            flush_interval: Duration::from_secs(1),
+            base_backoff: hour,
+            max_backoff: hour,
+            ..Config::default()
+        },
+    );
+    record_intervals(&r, 1);
+    until(|| script.sent().len() == 1).await;
+    let renewed = tokio::time::Instant::now();
+    r.set_token("renewed").unwrap();
+    until(|| script.sent().len() == 2).await;
+    assert!(
+        renewed.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        renewed.elapsed()
+    );
+    let sent = script.sent();
+    assert_eq!(
+        (sent[0].sequence, &sent[0].body),
+        (sent[1].sequence, &sent[1].body)
+    );
+    let stats = r.shutdown().await;
+    assert_eq!(
+        (stats.sent, stats.unauthorized, stats.retries, stats.pending),
+        (1, 1, 1, 0)
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn shutdown_gives_up_at_its_deadline_and_counts_what_it_lost() {
     let script = Script::new((0..1000).map(|_| http(503, "")).collect());
