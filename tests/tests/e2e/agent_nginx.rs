@@ -8,60 +8,31 @@
 
 use crate::agent_support;
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use crate::common::stack::free_port;
+use agent_support::nginx::Nginx;
 use agent_support::*;
 
 const CUSTOM: &str = r#"$remote_addr [$time_iso8601] "$request" $status $bytes_sent rt=$request_time rl=$request_length urt="$upstream_response_time""#;
 
-fn port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-unsafe extern "C" {
-    fn geteuid() -> u32;
-}
-
 /// nginx on two loopback ports: `main.log` in the stock `main` format,
 /// `custom.log` in [`CUSTOM`]. `/` answers 200 with a body, `/err` 502,
 /// `/missing` 404.
-struct Nginx {
-    dir: PathBuf,
-    child: Child,
+struct Servers {
+    nginx: Nginx,
     main_url: String,
     custom_url: String,
 }
 
-impl Nginx {
+impl Servers {
     fn start(dir: &Path) -> Self {
-        let (p1, p2) = (port(), port());
-        std::fs::create_dir_all(dir.join("tmp")).unwrap();
+        let (p1, p2) = (free_port(), free_port());
         let d = dir.display();
-        // Root's workers would switch to `nobody`, who cannot enter a
-        // private temp directory: keep them root (loopback only, a test).
-        let user = if unsafe { geteuid() } == 0 {
-            "user root;"
-        } else {
-            ""
-        };
-        let conf = format!(
-            r#"{user}
-worker_processes 1;
-pid {d}/nginx.pid;
-error_log {d}/error.log;
-events {{ worker_connections 256; }}
-http {{
-  access_log off;
-  client_body_temp_path {d}/tmp; proxy_temp_path {d}/tmp; fastcgi_temp_path {d}/tmp;
-  uwsgi_temp_path {d}/tmp; scgi_temp_path {d}/tmp;
-  log_format main '$remote_addr - $remote_user [$time_local] "$request" '
+        let http = format!(
+            r#"  log_format main '$remote_addr - $remote_user [$time_local] "$request" '
                   '$status $body_bytes_sent "$http_referer" '
                   '"$http_user_agent" "$http_x_forwarded_for"';
   log_format custom '{CUSTOM}';
@@ -76,56 +47,13 @@ http {{
     access_log {d}/custom.log custom;
     location / {{ return 200 "custom\n"; }}
     location /err {{ return 503; }}
-  }}
-}}
-"#
+  }}"#
         );
-        std::fs::write(dir.join("nginx.conf"), conf).unwrap();
-        let child = Command::new("nginx")
-            .args([
-                "-p",
-                &d.to_string(),
-                "-c",
-                "nginx.conf",
-                "-g",
-                "daemon off;",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nginx (scripts/test-tools installs Debian's nginx)");
-        let nginx = Self {
-            dir: dir.to_owned(),
-            child,
+        Self {
+            nginx: Nginx::start(dir, &http, &[p1, p2]),
             main_url: format!("http://127.0.0.1:{p1}"),
             custom_url: format!("http://127.0.0.1:{p2}"),
-        };
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(format!("127.0.0.1:{p2}")).is_ok() {
-                return nginx;
-            }
-            std::thread::sleep(Duration::from_millis(50));
         }
-        panic!(
-            "nginx did not start: {:?}",
-            std::fs::read_to_string(dir.join("error.log"))
-        );
-    }
-
-    fn reopen(&self) {
-        let d = self.dir.display().to_string();
-        let status = Command::new("nginx")
-            .args(["-p", &d, "-c", "nginx.conf", "-s", "reopen"])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -200,7 +128,7 @@ async fn counts_equal_nginx_own_logs_across_rotation_copytruncate_and_sigkill() 
         .unwrap();
     assert_eq!(resp.status().as_u16(), 201);
     let dir = temp_dir("agent-nginx");
-    let nginx = Nginx::start(&dir);
+    let servers = Servers::start(&dir);
     let mut days = Totals::default();
     days.days.insert(real_now().date_naive());
 
@@ -248,7 +176,7 @@ async fn counts_equal_nginx_own_logs_across_rotation_copytruncate_and_sigkill() 
     );
 
     // traffic; the main log rotated by mv + reopen while it flows
-    let (m, c) = (&nginx.main_url, &nginx.custom_url);
+    let (m, c) = (&servers.main_url, &servers.custom_url);
     let traffic = vec![
         ab(&format!("{m}/"), 400),
         ab(&format!("{m}/err"), 60),
@@ -257,7 +185,7 @@ async fn counts_equal_nginx_own_logs_across_rotation_copytruncate_and_sigkill() 
     ];
     std::thread::sleep(Duration::from_millis(300));
     std::fs::rename(&main_log, dir.join("main.log.1")).unwrap();
-    nginx.reopen();
+    servers.nginx.reopen();
     // the main agent killed midway, under steady traffic, once it has
     // delivered some lines (its position is saved), and restarted
     let url = format!("{m}/");
@@ -335,6 +263,6 @@ async fn counts_equal_nginx_own_logs_across_rotation_copytruncate_and_sigkill() 
         agent_log.contains("log truncated (copytruncate)"),
         "{agent_log}"
     );
-    drop(nginx);
+    drop(servers);
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -9,61 +9,32 @@
 use crate::agent_support;
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use crate::common::stack::free_port;
+use agent_support::nginx::Nginx;
 use agent_support::*;
 use serde_json::Value;
 
 const PROXY: &str = "edge-nginx-routes";
 const FORMAT: &str = r#"$remote_addr [$time_iso8601] "$request" $status $body_bytes_sent rt=$request_time ua="$upstream_addr""#;
 
-fn port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-unsafe extern "C" {
-    fn geteuid() -> u32;
-}
-
 /// nginx in front of a backend (another nginx server block): `/api/users/`
 /// proxied to the backend, `/static/` and `/orders/` answered by the front,
 /// `/bad/` a 502, everything else a 404. Only the front logs.
-struct Nginx {
-    child: Child,
+struct Servers {
+    _nginx: Nginx,
     url: String,
     backend: String,
 }
 
-impl Nginx {
+impl Servers {
     fn start(dir: &Path) -> Self {
-        let (front, back) = (port(), port());
-        std::fs::create_dir_all(dir.join("tmp")).unwrap();
+        let (front, back) = (free_port(), free_port());
         let d = dir.display();
-        // Root's workers would switch to `nobody`, who cannot enter a
-        // private temp directory: keep them root (loopback only, a test).
-        let user = if unsafe { geteuid() } == 0 {
-            "user root;"
-        } else {
-            ""
-        };
-        let conf = format!(
-            r#"{user}
-worker_processes 1;
-pid {d}/nginx.pid;
-error_log {d}/error.log;
-events {{ worker_connections 256; }}
-http {{
-  access_log off;
-  client_body_temp_path {d}/tmp; proxy_temp_path {d}/tmp; fastcgi_temp_path {d}/tmp;
-  uwsgi_temp_path {d}/tmp; scgi_temp_path {d}/tmp;
-  log_format routes '{FORMAT}';
+        let http = format!(
+            r#"  log_format routes '{FORMAT}';
   server {{
     listen 127.0.0.1:{back};
     location / {{ return 200 "user\n"; }}
@@ -76,47 +47,13 @@ http {{
     location /orders/ {{ return 200 "order\n"; }}
     location /bad/ {{ return 502; }}
     location / {{ return 404; }}
-  }}
-}}
-"#
+  }}"#
         );
-        std::fs::write(dir.join("nginx.conf"), conf).unwrap();
-        let child = Command::new("nginx")
-            .args([
-                "-p",
-                &d.to_string(),
-                "-c",
-                "nginx.conf",
-                "-g",
-                "daemon off;",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nginx (scripts/test-tools installs Debian's nginx)");
-        let nginx = Self {
-            child,
+        Self {
+            _nginx: Nginx::start(dir, &http, &[front, back]),
             url: format!("http://127.0.0.1:{front}"),
             backend: format!("127.0.0.1:{back}"),
-        };
-        for _ in 0..100 {
-            let up = |p: u16| std::net::TcpStream::connect(format!("127.0.0.1:{p}")).is_ok();
-            if up(front) && up(back) {
-                return nginx;
-            }
-            std::thread::sleep(Duration::from_millis(50));
         }
-        panic!(
-            "nginx did not start: {:?}",
-            std::fs::read_to_string(dir.join("error.log"))
-        );
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -213,7 +150,7 @@ async fn breakdown(stack_url: &str, token: &str, by: &str, days: &Totals) -> Cou
 async fn breakdowns_by_route_upstream_and_status_equal_nginx_own_log() {
     let (stack, token) = stack_with_proxy(PROXY).await;
     let dir = temp_dir("agent-nginx-routes");
-    let nginx = Nginx::start(&dir);
+    let nginx = Servers::start(&dir);
     let mut days = Totals::default();
     days.days.insert(real_now().date_naive());
 
