@@ -134,6 +134,12 @@ pub async fn wait_exit(child: &mut Child, within: Duration) -> std::process::Exi
 }
 
 /// Waits until `check` holds, polling; false at the deadline.
+/// What the agents started with [`agent`] in `dir` have logged so far
+/// (empty before the first line).
+pub fn read_agent_log(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("agent.log")).unwrap_or_default()
+}
+
 pub async fn eventually(within: Duration, mut check: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + within;
     while Instant::now() < deadline {

@@ -5,6 +5,7 @@
 //! log's exactly. `scripts/test` runs it (it needs the built binaries and
 //! cargo-lambda on PATH).
 
+use crate::agent_support::{eventually, read_agent_log};
 use crate::common;
 
 use std::fmt::Write as _;
@@ -145,16 +146,13 @@ async fn the_agent_ends_exact_under_storage_faults_and_sigterm() {
         .expect("target/debug/proxy-metrics-agent (scripts/test builds it)");
     // Its signal handlers are installed once it has started (after the
     // start-up check of the API): a SIGTERM before that would kill it.
-    let log_so_far = || std::fs::read_to_string(dir.join("agent.log")).unwrap_or_default();
-    let started = Instant::now() + Duration::from_secs(30);
-    while !log_so_far().contains("proxy-metrics-agent started") {
-        assert!(
-            Instant::now() < started,
-            "the agent did not start\n{}",
-            log_so_far()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    assert!(
+        eventually(Duration::from_secs(30), || read_agent_log(&dir)
+            .contains("proxy-metrics-agent started"))
+        .await,
+        "the agent did not start\n{}",
+        read_agent_log(&dir)
+    );
     // batches go out while it runs and the log grows…
     for third in &thirds[1..] {
         tokio::time::sleep(Duration::from_secs(3)).await;
@@ -183,7 +181,7 @@ async fn the_agent_ends_exact_under_storage_faults_and_sigterm() {
         assert!(Instant::now() < deadline, "the agent did not stop");
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    let agent_log = std::fs::read_to_string(dir.join("agent.log")).unwrap_or_default();
+    let agent_log = read_agent_log(&dir);
     assert!(status.success(), "{status:?}\n{agent_log}");
     let stats = fault.stats();
     assert!(

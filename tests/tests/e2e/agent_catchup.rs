@@ -72,7 +72,7 @@ async fn catching_up_against_a_slow_api_pauses_reading_and_drops_nothing() {
         ],
     );
     let status = wait_exit(&mut child, Duration::from_secs(150)).await;
-    let agent_log = std::fs::read_to_string(dir.join("agent.log")).unwrap_or_default();
+    let agent_log = read_agent_log(&dir);
     assert!(status.success(), "{status:?}\n{agent_log}");
     assert!(
         agent_log.contains(r#""dropped_buffer_full":0"#),

@@ -64,7 +64,7 @@ async fn several_logs_in_one_agent_resume_each_at_its_own_position_exactly() {
         &nginx_lines(0, 9, now, &mut Totals::default()),
     );
 
-    let agent_log = || std::fs::read_to_string(dir.join("agent.log")).unwrap_or_default();
+    let agent_log = || read_agent_log(&dir);
     let mut first = agent(&stack, &token, PROXY, &dir, &args);
     let within = Duration::from_secs(20);
     assert!(

@@ -164,7 +164,7 @@ async fn counts_equal_nginx_own_logs_across_rotation_copytruncate_and_sigkill() 
     );
     // Both hold their logs open before the rotation below: an agent that
     // started after the rename would never see main.log.1.
-    let agent_log = || std::fs::read_to_string(dir.join("agent.log")).unwrap_or_default();
+    let agent_log = || read_agent_log(&dir);
     assert!(
         eventually(Duration::from_secs(30), || agent_log()
             .matches("proxy-metrics-agent started")
@@ -240,7 +240,7 @@ async fn counts_equal_nginx_own_logs_across_rotation_copytruncate_and_sigkill() 
     signal(&custom_agent, 15);
     let s1 = wait_exit(&mut main_agent, Duration::from_secs(30)).await;
     let s2 = wait_exit(&mut custom_agent, Duration::from_secs(30)).await;
-    let agent_log = std::fs::read_to_string(dir.join("agent.log")).unwrap_or_default();
+    let agent_log = read_agent_log(&dir);
     assert!(s1.success() && s2.success(), "{s1:?} {s2:?}\n{agent_log}");
     days.days.insert(real_now().date_naive());
 

@@ -196,7 +196,7 @@ async fn breakdowns_by_route_upstream_and_status_equal_nginx_own_log() {
     );
     signal(&agent, 15);
     let status = wait_exit(&mut agent, Duration::from_secs(30)).await;
-    let agent_log = std::fs::read_to_string(dir.join("agent.log")).unwrap_or_default();
+    let agent_log = read_agent_log(&dir);
     assert!(status.success(), "{status:?}\n{agent_log}");
     days.days.insert(real_now().date_naive());
 

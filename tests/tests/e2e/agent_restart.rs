@@ -53,7 +53,7 @@ async fn a_killed_agent_resumes_its_position_producer_and_sequence_exactly() {
         eventually(Duration::from_secs(30), delivered(len)).await,
         "the first 40 lines were delivered and their position saved: {:?}\n{}",
         saved_state(&state),
-        std::fs::read_to_string(dir.join("agent.log")).unwrap_or_default()
+        read_agent_log(&dir)
     );
     let producer = saved_state(&state).unwrap()["producerId"].clone();
     // more lines, and a SIGKILL before, during or after their delivery
@@ -75,13 +75,13 @@ async fn a_killed_agent_resumes_its_position_producer_and_sequence_exactly() {
         eventually(Duration::from_secs(30), delivered(len)).await,
         "everything was delivered after the restart: {:?}\n{}",
         saved_state(&state),
-        std::fs::read_to_string(dir.join("agent.log")).unwrap_or_default()
+        read_agent_log(&dir)
     );
     let saved = saved_state(&state).unwrap();
     assert_eq!(saved["producerId"], producer, "the same producer went on");
     signal(&second, 15);
     let status = wait_exit(&mut second, Duration::from_secs(30)).await;
-    let agent_log = std::fs::read_to_string(dir.join("agent.log")).unwrap_or_default();
+    let agent_log = read_agent_log(&dir);
     assert!(status.success(), "{status:?}\n{agent_log}");
 
     assert!(

@@ -58,7 +58,7 @@ async fn an_expired_token_keeps_the_data_until_the_token_file_is_renewed() {
             .stderr(std::fs::File::create(dir.join("agent.log")).unwrap())
             .spawn()
             .expect("target/debug/proxy-metrics-agent");
-    let agent_log = || std::fs::read_to_string(dir.join("agent.log")).unwrap_or_default();
+    let agent_log = || read_agent_log(&dir);
     assert!(
         eventually(Duration::from_secs(30), || agent_log()
             .contains("URL and token accepted"))
@@ -135,7 +135,7 @@ async fn a_token_refused_at_start_up_fails_fast_with_a_clear_message() {
         &["--state-dir", &state, &log_arg],
     );
     let status = wait_exit(&mut child, Duration::from_secs(20)).await;
-    let agent_log = std::fs::read_to_string(dir.join("agent.log")).unwrap_or_default();
+    let agent_log = read_agent_log(&dir);
     assert_eq!(status.code(), Some(2), "{agent_log}");
     assert!(
         agent_log.contains("the API refused the token"),
